@@ -1,0 +1,36 @@
+"""hbnn-larq: Hyperbolic Binary Neural Networks (Chen et al., TNNLS 2024) for Larq and LCE.
+
+Importing this package sets `TF_USE_LEGACY_KERAS=1` if TensorFlow is not imported yet (larq
+needs Keras 2) and raises an ImportError that explains the fix if `tf.keras` is Keras 3.
+"""
+
+from hbnn_larq._keras import ensure_legacy_keras
+
+ensure_legacy_keras()
+
+from hbnn_larq import constraints, geometry, optimizers  # noqa: E402
+from hbnn_larq.constraints import PoincareBallConstraint  # noqa: E402
+from hbnn_larq.export import bake_quantized_kernels, convert_keras_model, op_names  # noqa: E402
+from hbnn_larq.flips import FlipRateMonitor  # noqa: E402
+from hbnn_larq.geometry import PoincareBall  # noqa: E402
+from hbnn_larq.optimizers import RiemannianOptimizer  # noqa: E402
+from hbnn_larq.quantizers import HyperbolicSign, hyperbolic_quantizers  # noqa: E402
+from hbnn_larq.selection import ChartSelection  # noqa: E402
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ChartSelection",
+    "FlipRateMonitor",
+    "HyperbolicSign",
+    "PoincareBall",
+    "PoincareBallConstraint",
+    "RiemannianOptimizer",
+    "bake_quantized_kernels",
+    "constraints",
+    "convert_keras_model",
+    "geometry",
+    "hyperbolic_quantizers",
+    "op_names",
+    "optimizers",
+]

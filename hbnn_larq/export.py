@@ -1,0 +1,114 @@
+"""Export to the Larq Compute Engine: every binarized convolution becomes an `LceBconv2d`.
+
+At inference an HBNN is an ordinary BNN: only \\(\\operatorname{sign}(\\exp_{F_i}(\\tilde w))\\)
+survives. `bake_quantized_kernels` copies the model with every weight-quantized layer's kernel
+replaced by its quantized value and its kernel quantizer replaced by the identity, so the
+converter sees a constant binary filter (it checks filters for \\(\\pm\\alpha_o\\) values, it does
+not pattern-match the quantizer). This avoids the silent float fallback of TensorFlow's constant
+folding for kernels above 1 MiB (see `docs` / larq-notes §7), and drops the training-only points.
+"""
+
+from __future__ import annotations
+
+import larq as lq
+import numpy as np
+import tensorflow as tf
+
+BINARY_CONV_OP = "LceBconv2d"
+
+
+def _is_binarized(layer) -> bool:
+    """A larq conv whose kernel *and* input are quantized: LCE turns exactly these into bconvs."""
+    kernel_q = getattr(layer, "kernel_quantizer", None)
+    input_q = getattr(layer, "input_quantizer", None)
+    return isinstance(layer, lq.layers.QuantConv2D) and kernel_q is not None and input_q is not None
+
+
+def binarized_layers(model: tf.keras.Model) -> list:
+    """The `QuantConv2D` layers of `model` (nested models included) that LCE can binarize."""
+    from hbnn_larq.quantizers import _all_layers
+
+    return [layer for layer in _all_layers(model) if _is_binarized(layer)]
+
+
+def quantized_kernel(layer) -> np.ndarray:
+    """The kernel as the layer uses it in the forward pass (e.g. exactly ±1), as NumPy."""
+    with lq.context.quantized_scope(True):
+        return layer.kernel.numpy()
+
+
+def bake_quantized_kernels(model: tf.keras.Model) -> tf.keras.Model:
+    """A copy of `model` whose weight-quantized layers hold their quantized kernels as constants.
+
+    The copy computes the same function at inference, has no quantizer state (points, active
+    index), and converts to a model whose binarized convs are all `LceBconv2d`.
+    """
+    baked_names = set()
+
+    def clone_layer(layer):
+        if getattr(layer, "kernel_quantizer", None) is None:
+            return layer.__class__.from_config(layer.get_config())
+        config = layer.get_config()
+        config.update(kernel_quantizer=None, kernel_constraint=None)
+        baked_names.add(layer.name)
+        return layer.__class__.from_config(config)
+
+    clone = tf.keras.models.clone_model(model, clone_function=clone_layer)
+    for source, target in zip(_flat_layers(model), _flat_layers(clone)):
+        if source.name in baked_names:
+            _copy_weights(source, target, kernel=quantized_kernel(source))
+        else:
+            target.set_weights(source.get_weights())
+    return clone
+
+
+def _flat_layers(model):
+    from hbnn_larq.quantizers import _all_layers
+
+    return list(_all_layers(model))
+
+
+def _copy_weights(source, target, kernel: np.ndarray) -> None:
+    """Copy `source`'s own weights (not its quantizers') into `target`, with `kernel` replaced."""
+    quantizer_vars = {v.name for v in getattr(source.kernel_quantizer, "weights", [])}
+    own = [v for v in source.weights if v.name not in quantizer_vars]
+    values = [kernel if v.name == source.kernel.name else v.numpy() for v in own]
+    target.set_weights(values)
+
+
+def op_names(flatbuffer: bytes) -> list[str]:
+    """The names of the ops in a TFLite flatbuffer (LCE custom ops by their custom name)."""
+    details = tf.lite.Interpreter(model_content=flatbuffer)._get_ops_details()
+    return [d["op_name"] for d in details]
+
+
+def convert_keras_model(model: tf.keras.Model, *, strict: bool = True, **lce_kwargs) -> bytes:
+    """Convert a (HBNN or any larq) Keras model to a 1-bit TFLite flatbuffer with LCE.
+
+    # Arguments
+    model: a `tf.keras.Model` with larq layers.
+    strict: raise if the flatbuffer has fewer `LceBconv2d` ops than the model has binarized
+        convolutions (a silent float conv is a bug, not a fallback). Default True.
+    **lce_kwargs: passed to `larq_compute_engine.convert_keras_model` (e.g.
+        `inference_input_type`, `target`).
+
+    # Returns
+    The flatbuffer as `bytes`.
+
+    # Raises
+    RuntimeError: with `strict=True`, if a binarized convolution was converted to a float one.
+    """
+    import larq_compute_engine as lce
+
+    if not isinstance(model, tf.keras.Model):
+        raise ValueError(f"`model` must be a tf.keras.Model, got {type(model).__name__}.")
+    flatbuffer = lce.convert_keras_model(bake_quantized_kernels(model), **lce_kwargs)
+    expected = len(binarized_layers(model))
+    found = op_names(flatbuffer).count(BINARY_CONV_OP)
+    if strict and found < expected:
+        raise RuntimeError(
+            f"Only {found} of {expected} binarized convolutions became {BINARY_CONV_OP}; the others "
+            "were converted to float convolutions. Check that their kernel quantizer yields "
+            "±(per-output-channel scale) values and that the input quantizer is a larq sign."
+        )
+    return flatbuffer

@@ -1,0 +1,62 @@
+"""`FlipRateMonitor`: how many binary weights change sign, per layer and epoch (paper Fig. 3).
+
+Works with any larq model: it watches every layer with a kernel quantizer.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from hbnn_larq.export import quantized_kernel
+from hbnn_larq.quantizers import _all_layers
+
+
+def _signs(layer) -> np.ndarray:
+    return np.signbit(quantized_kernel(layer))
+
+
+class FlipRateMonitor(tf.keras.callbacks.Callback):
+    """Records, per quantized layer, the fraction of binary weights whose sign changed during
+    each epoch (`flips/<layer>`) and since the start of training (`flips_total/<layer>`).
+
+    The values are added to the epoch `logs`, so `CSVLogger`, `TensorBoard` and `History` record
+    them. `history` holds the same numbers as a dict of lists.
+
+    # Arguments
+    layers: the layers to watch; default: every layer of the model with a `kernel_quantizer`.
+    log_mean: also log `flips/mean` and `flips_total/mean` (weighted by layer size).
+    """
+
+    def __init__(self, layers=None, log_mean: bool = True):
+        super().__init__()
+        self._layers = layers
+        self.log_mean = log_mean
+        self.history: dict[str, list[float]] = {}
+
+    def _watched(self):
+        if self._layers is not None:
+            return self._layers
+        return [layer for layer in _all_layers(self.model) if getattr(layer, "kernel_quantizer", None) is not None]
+
+    def on_train_begin(self, logs=None):
+        self._initial = {layer.name: _signs(layer) for layer in self._watched()}
+        self._previous = dict(self._initial)
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs if logs is not None else {}
+        totals = {"flips": [0, 0], "flips_total": [0, 0]}
+        for layer in self._watched():
+            now = _signs(layer)
+            for key, reference in (("flips", self._previous[layer.name]), ("flips_total", self._initial[layer.name])):
+                changed = int(np.count_nonzero(now != reference))
+                logs[f"{key}/{layer.name}"] = changed / now.size
+                totals[key][0] += changed
+                totals[key][1] += now.size
+            self._previous[layer.name] = now
+        if self.log_mean and totals["flips"][1]:
+            for key, (changed, size) in totals.items():
+                logs[f"{key}/mean"] = changed / size
+        for key, value in logs.items():
+            if key.startswith("flips"):
+                self.history.setdefault(key, []).append(float(value))

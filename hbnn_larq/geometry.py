@@ -1,0 +1,194 @@
+"""The Poincaré ball: the hyperbolic space in which HBNN constrains binarized weights.
+
+The ball of "radius" parameter `r > 0` (the paper's name; it is the curvature magnitude) is
+
+\\[
+\\mathbb{D}_r^n = \\{x \\in \\mathbb{R}^n : r\\|x\\|^2 < 1\\},
+\\]
+
+a ball of Euclidean radius \\(1/\\sqrt{r}\\) and curvature \\(-r\\); \\(r \\to 0\\) recovers
+\\(\\mathbb{R}^n\\). `PoincareBall` is the manifold object (in the style of geoopt): it knows the
+gyrovector operations and maps, and is kept apart from the optimizer that uses it
+(`hbnn_larq.optimizers`). Every method works on tensors whose slices along `axis` are the points
+(`axis=None`: the whole tensor is one vector, the paper's layer-flat reading).
+
+Numerics: norms are clamped away from 0 so that values *and* gradients are finite at `v = 0`;
+`artanh` arguments are clamped below 1 and denominators away from 0, so float32 never produces
+NaN or inf, also within 1e-6 of the boundary.
+
+# References
+- Chen et al., Hyperbolic Binary Neural Network, IEEE TNNLS 2024 (arXiv 2501.03471), Eq. 7-17.
+- Ganea, Bécigneul, Hofmann, Hyperbolic Neural Networks, NeurIPS 2018.
+- Kochurov, Karimov, Kozlukov, geoopt: Riemannian Optimization in PyTorch, 2020.
+"""
+
+from __future__ import annotations
+
+import math
+
+import tensorflow as tf
+
+# Smallest norm used in divisions: keeps v/||v|| and its gradient finite at v = 0.
+_MIN_NORM = 1e-15
+
+
+def _artanh_bound(dtype: tf.DType) -> float:
+    """Largest artanh argument that is still distinguishable from 1 in `dtype`."""
+    return 1.0 - (1e-7 if dtype == tf.float32 else 1e-15 if dtype == tf.float64 else 1e-3)
+
+
+def artanh(x: tf.Tensor) -> tf.Tensor:
+    """`atanh` with its argument clamped into (-1, 1), so that it is finite in float32."""
+    bound = _artanh_bound(x.dtype)
+    return tf.atanh(tf.clip_by_value(x, -bound, bound))
+
+
+def tanh(x: tf.Tensor) -> tf.Tensor:
+    """`tanh` with its argument clamped to [-15, 15] (tanh is 1 to float64 precision there)."""
+    return tf.tanh(tf.clip_by_value(x, -15.0, 15.0))
+
+
+class PoincareBall:
+    """The Poincaré ball \\(\\mathbb{D}_r^n\\) of curvature \\(-r\\).
+
+    # Arguments
+    r: curvature magnitude (the paper's "radius"), a float > 0; the ball has Euclidean radius
+        \\(1/\\sqrt{r}\\). Default 0.05 as in the paper.
+    axis: the axes that hold one point. `None` (default): the whole tensor is one vector.
+        An int or a tuple of ints: each slice along these axes is a point (e.g. `(0, 1, 2)` for
+        one point per output channel of a `(kh, kw, c_in, c_out)` kernel).
+
+    # Raises
+    ValueError: if `r` is not a finite number > 0.
+    """
+
+    def __init__(self, r: float = 0.05, axis=None):
+        try:
+            r_value = float(r)
+        except (TypeError, ValueError):
+            raise ValueError(f"`r` must be a float > 0, got {r!r}.") from None
+        if not (r_value > 0 and math.isfinite(r_value)):
+            raise ValueError(f"`r` must be a finite float > 0 (ball radius 1/sqrt(r)), got {r!r}.")
+        self.r = r_value
+        self.sqrt_r = math.sqrt(r_value)
+        self.axis = tuple(axis) if isinstance(axis, (list, tuple)) else axis
+
+    @property
+    def radius(self) -> float:
+        """Euclidean radius \\(1/\\sqrt{r}\\) of the ball."""
+        return 1.0 / self.sqrt_r
+
+    def __repr__(self):
+        return f"PoincareBall(r={self.r}, axis={self.axis})"
+
+    def get_config(self) -> dict:
+        return {"r": self.r, "axis": self.axis}
+
+    # -- reductions over one point ------------------------------------------------------------
+    def sqnorm(self, x: tf.Tensor) -> tf.Tensor:
+        return tf.reduce_sum(tf.square(x), axis=self.axis, keepdims=True)
+
+    def norm(self, x: tf.Tensor) -> tf.Tensor:
+        """Euclidean norm per point, clamped below by a tiny constant (finite gradient at 0)."""
+        return tf.sqrt(tf.maximum(self.sqnorm(x), _MIN_NORM**2 if x.dtype == tf.float64 else 1e-30))
+
+    def inner(self, x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
+        return tf.reduce_sum(x * y, axis=self.axis, keepdims=True)
+
+    # -- geometry ------------------------------------------------------------------------------
+    def lambda_x(self, x: tf.Tensor) -> tf.Tensor:
+        """Conformal factor \\(\\lambda_x = 2 / (1 - r\\|x\\|^2)\\) (paper Eq. 7)."""
+        return 2.0 / self._clamp_positive(1.0 - self.r * self.sqnorm(x))
+
+    def mobius_add(self, x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
+        """Möbius addition (paper Eq. 10):
+
+        \\[
+        x \\oplus y = \\frac{(1 + 2r\\langle x,y\\rangle + r\\|y\\|^2)\\,x + (1 - r\\|x\\|^2)\\,y}
+                           {1 + 2r\\langle x,y\\rangle + r^2\\|x\\|^2\\|y\\|^2}
+        \\]
+        """
+        r = self.r
+        xy = self.inner(x, y)
+        x2 = self.sqnorm(x)
+        y2 = self.sqnorm(y)
+        numerator = (1.0 + 2.0 * r * xy + r * y2) * x + (1.0 - r * x2) * y
+        denominator = 1.0 + 2.0 * r * xy + r * r * x2 * y2
+        return numerator / self._clamp_positive(denominator)
+
+    def mobius_scalar_mul(self, c, x: tf.Tensor) -> tf.Tensor:
+        """Möbius scalar multiplication (paper Eq. 17):
+        \\(c \\otimes x = \\tanh(c\\,\\mathrm{artanh}(\\sqrt{r}\\|x\\|))\\,x/(\\sqrt{r}\\|x\\|)\\).
+        """
+        xnorm = self.norm(x)
+        scaled = tanh(c * artanh(self.sqrt_r * xnorm))
+        return scaled * x / (self.sqrt_r * xnorm)
+
+    def expmap(self, p: tf.Tensor, v: tf.Tensor) -> tf.Tensor:
+        """Exponential map at `p` (paper Eq. 9), with \\(\\exp_p(0) = p\\):
+
+        \\[
+        \\exp_p(v) = p \\oplus \\tanh\\Big(\\frac{\\sqrt{r}\\,\\lambda_p\\|v\\|}{2}\\Big)
+                     \\frac{v}{\\sqrt{r}\\|v\\|}
+        \\]
+        """
+        vnorm = self.norm(v)
+        direction = tanh(self.sqrt_r * self.lambda_x(p) * vnorm / 2.0) * v / (self.sqrt_r * vnorm)
+        return self.mobius_add(p, direction)
+
+    def expmap0(self, v: tf.Tensor) -> tf.Tensor:
+        """Exponential map at the origin, \\(\\tanh(\\sqrt{r}\\|v\\|)\\,v/(\\sqrt{r}\\|v\\|)\\)."""
+        vnorm = self.norm(v)
+        return tanh(self.sqrt_r * vnorm) * v / (self.sqrt_r * vnorm)
+
+    def boundary_map(self, p: tf.Tensor, v: tf.Tensor) -> tf.Tensor:
+        """The boundary (∂D) variant: \\(p \\oplus v/(\\sqrt{r}\\|v\\|)\\), a point on the sphere
+        \\(r\\|x\\|^2 = 1\\) (`tanh` of `expmap` replaced by 1; Möbius translation keeps the sphere).
+        """
+        return self.mobius_add(p, v / (self.sqrt_r * self.norm(v)))
+
+    def logmap(self, p: tf.Tensor, q: tf.Tensor) -> tf.Tensor:
+        """Logarithmic map at `p`, the inverse of `expmap` (the paper's Eq. 12 prefactor
+        \\(2/\\sqrt{r\\lambda_p}\\) is a typo for \\(2/(\\sqrt{r}\\lambda_p)\\)):
+
+        \\[
+        \\log_p(q) = \\frac{2}{\\sqrt{r}\\,\\lambda_p}\\,\\mathrm{artanh}(\\sqrt{r}\\|u\\|)
+                     \\frac{u}{\\|u\\|},\\quad u = (-p) \\oplus q
+        \\]
+
+        In float32 the round trip loses precision for points near the boundary: cast to
+        float64 first where it matters (see `HyperbolicSign` with `on_switch="reexpress"`).
+        """
+        u = self.mobius_add(-p, q)
+        unorm = self.norm(u)
+        return 2.0 / (self.sqrt_r * self.lambda_x(p)) * artanh(self.sqrt_r * unorm) * u / unorm
+
+    def logmap0(self, q: tf.Tensor) -> tf.Tensor:
+        qnorm = self.norm(q)
+        return artanh(self.sqrt_r * qnorm) * q / (self.sqrt_r * qnorm)
+
+    def dist(self, x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
+        """Geodesic distance \\(d_r(x,y) = (2/\\sqrt{r})\\,\\mathrm{artanh}(\\sqrt{r}\\|(-x)\\oplus y\\|)\\)."""
+        return 2.0 / self.sqrt_r * artanh(self.sqrt_r * self.norm(self.mobius_add(-x, y)))
+
+    def projx(self, x: tf.Tensor, margin: float = 1e-5) -> tf.Tensor:
+        """Project onto the closed ball of radius \\((1 - \\text{margin})/\\sqrt{r}\\), strictly inside.
+
+        Non-finite entries (which only a diverged optimizer can produce) are mapped to 0 first,
+        so the result is always a valid point.
+        """
+        x = tf.where(tf.math.is_finite(x), x, tf.zeros_like(x))
+        max_norm = (1.0 - margin) / self.sqrt_r
+        return x * tf.minimum(1.0, max_norm / self.norm(x))
+
+    def egrad2rgrad(self, x: tf.Tensor, grad: tf.Tensor) -> tf.Tensor:
+        """Riemannian gradient from the Euclidean one, \\(\\nabla f / \\lambda_x^2\\)."""
+        return grad / tf.square(self.lambda_x(x))
+
+    def contains(self, x: tf.Tensor, atol: float = 0.0) -> tf.Tensor:
+        """Whether every point lies strictly inside the ball (up to `atol` in \\(r\\|x\\|^2\\))."""
+        return tf.reduce_all(self.r * self.sqnorm(x) < 1.0 + atol)
+
+    @staticmethod
+    def _clamp_positive(x: tf.Tensor) -> tf.Tensor:
+        return tf.maximum(x, 1e-15 if x.dtype == tf.float64 else 1e-7)

@@ -1,0 +1,131 @@
+"""`ChartSelection`: the EPC step that picks each layer's active exponential chart.
+
+The final HBNN paper (EPC) trains a cluster of points \\(F = \\{F_1, \\dots, F_t\\}\\) per layer,
+maps \\(\\tilde w\\) to the cluster \\(\\{\\exp_{F_j}(\\tilde w)\\}\\), obtains an "optimal"
+chart \\(F_i\\) from it and keeps training \\(\\tilde w\\) through \\(F_i\\). Its full text is not
+available; *how* \\(i\\) is chosen is our interpretation, offered as named criteria (the
+`selection` argument of `HyperbolicSign`):
+
+- `"loss"` (default): per layer, greedily in layer order, the chart with the lowest loss on a
+  fixed probe batch (current chart included, so the probe loss never rises). BatchNorm uses batch
+  statistics for the probe and its moving averages are restored afterwards.
+- `"geometric"`: the chart whose mapped weight is farthest from the boundary.
+- `"nearest"`: the point nearest (geodesic distance) to the current constrained weight.
+- `"flips"`: the chart that flips the most binary weights.
+- `"never"`: chart 0 stays active.
+
+Selection runs at the start of every `every`-th epoch (including the first). During the first
+`warmup_epochs` epochs the active chart is drawn uniformly at random for every batch, so that
+every point is trained before greedy selection starts (inactive points get no gradient).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from hbnn_larq.export import quantized_kernel
+from hbnn_larq.quantizers import hyperbolic_quantizers
+
+
+class ChartSelection(tf.keras.callbacks.Callback):
+    """Keras callback that selects the active chart of every EPC layer (`cluster_size > 1`).
+
+    # Arguments
+    probe_data: `(x, y)` (arrays or tensors) or a `tf.data.Dataset` of such batches, used by
+        the `"loss"` criterion; the first `probe_batches` batches are kept fixed for the run.
+    probe_batches: number of batches taken from a dataset `probe_data`.
+    every: select every `every` epochs (int >= 1).
+    warmup_epochs: epochs of random chart per batch before selection starts (int >= 0).
+    seed: seed of the random warm-up charts.
+    verbose: print switches.
+
+    # Attributes
+    history: one dict per selection round: epoch, and per layer the chosen index, the
+        candidate scores and the fraction of binary weights the switch flipped.
+    """
+
+    def __init__(self, probe_data=None, probe_batches: int = 1, every: int = 1, warmup_epochs: int = 0,
+                 seed: int = 0, verbose: int = 0):
+        super().__init__()
+        if int(every) < 1:
+            raise ValueError(f"`every` must be an int >= 1, got {every!r}.")
+        if int(warmup_epochs) < 0:
+            raise ValueError(f"`warmup_epochs` must be an int >= 0, got {warmup_epochs!r}.")
+        self.probe = self._fixed_probe(probe_data, probe_batches) if probe_data is not None else None
+        self.every, self.warmup_epochs, self.verbose = int(every), int(warmup_epochs), verbose
+        self._rng = np.random.default_rng(seed)
+        self._epoch = 0
+        self.history: list[dict] = []
+
+    @staticmethod
+    def _fixed_probe(data, batches):
+        if isinstance(data, tf.data.Dataset):
+            xs, ys = zip(*[(x, y) for x, y, *_ in data.take(batches)])
+            return tf.concat(xs, 0), tf.concat(ys, 0)
+        x, y = data
+        return tf.convert_to_tensor(x), tf.convert_to_tensor(y)
+
+    def _epc_layers(self):
+        return [(layer, q) for layer, q in hyperbolic_quantizers(self.model) if q.cluster_size > 1 and q.selection != "never"]
+
+    def on_train_begin(self, logs=None):
+        if any(q.selection == "loss" for _, q in self._epc_layers()) and self.probe is None:
+            raise ValueError("selection='loss' needs `probe_data` in ChartSelection(probe_data=(x, y)).")
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+        if epoch >= self.warmup_epochs and (epoch - self.warmup_epochs) % self.every == 0:
+            self.select(epoch)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self._epoch < self.warmup_epochs:
+            for _, q in self._epc_layers():
+                q.active_index.assign(int(self._rng.integers(q.cluster_size)))
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            for layer, q in self._epc_layers():
+                logs[f"chart/{layer.name}"] = float(q.active_index.numpy())
+
+    # -- the selection round ---------------------------------------------------------------
+    def select(self, epoch: int = -1) -> dict:
+        record = {"epoch": int(epoch), "layers": {}}
+        for layer, q in self._epc_layers():
+            before = quantized_kernel(layer)
+            scores = self._loss_scores(q) if q.selection == "loss" else q.chart_scores(layer.kernel)
+            choice = int(np.argmin(scores))
+            switched = choice != int(q.active_index.numpy())
+            q.set_active(choice, layer.kernel)
+            flipped = float(np.mean(np.sign(quantized_kernel(layer)) != np.sign(before))) if switched else 0.0
+            record["layers"][layer.name] = {"index": choice, "scores": [float(s) for s in scores], "flipped": flipped}
+            if self.verbose and switched:
+                print(f"ChartSelection: {layer.name} -> chart {choice} (flipped {flipped:.1%} of signs)")
+        self.history.append(record)
+        return record
+
+    def _loss_scores(self, quantizer) -> np.ndarray:
+        saved = self._batchnorm_state()
+        current = int(quantizer.active_index.numpy())
+        scores = []
+        for j in range(quantizer.cluster_size):
+            quantizer.active_index.assign(j)
+            scores.append(self._probe_loss())
+        quantizer.active_index.assign(current)
+        for variable, value in saved:
+            variable.assign(value)
+        return np.array(scores)
+
+    def _probe_loss(self) -> float:
+        # The compiled loss object would also update the epoch's loss metric: call the bare loss.
+        x, y = self.probe
+        loss_fn = tf.keras.losses.get(self.model.loss)
+        return float(tf.reduce_mean(loss_fn(y, self.model(x, training=True))))
+
+    def _batchnorm_state(self):
+        return [
+            (v, v.numpy())
+            for layer in self.model.submodules
+            if isinstance(layer, tf.keras.layers.BatchNormalization)
+            for v in layer.non_trainable_weights
+        ]

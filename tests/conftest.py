@@ -1,0 +1,16 @@
+import os
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import hbnn_larq  # noqa: E402,F401  (sets up legacy Keras before anything imports TensorFlow)
+import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _fresh_keras_session():
+    """Each test starts with a clean Keras name scope and a fixed seed."""
+    tf.keras.backend.clear_session()
+    tf.keras.utils.set_random_seed(0)
+    yield
