@@ -34,3 +34,10 @@ __all__ = [
     "op_names",
     "optimizers",
 ]
+
+# IR-Net / ReCU weight binarizers and the quantizer-schedule callback (issue #5).
+from hbnn_larq.ir_net import IRNetSign  # noqa: E402
+from hbnn_larq.recu import ReCUSign  # noqa: E402
+from hbnn_larq.schedules import QuantizerSchedule, scheduled_quantizers  # noqa: E402
+
+__all__ += ["IRNetSign", "QuantizerSchedule", "ReCUSign", "scheduled_quantizers"]

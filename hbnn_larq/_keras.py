@@ -24,8 +24,9 @@ def ensure_legacy_keras() -> None:
     """
     if "tensorflow" not in sys.modules:
         os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-    if os.environ.get("TF_USE_LEGACY_KERAS", "") not in ("1", "true", "True"):
-        raise ImportError(f"TF_USE_LEGACY_KERAS is {os.environ['TF_USE_LEGACY_KERAS']!r}. {_FIX}")
+    setting = os.environ.get("TF_USE_LEGACY_KERAS")
+    if setting not in ("1", "true", "True"):
+        raise ImportError(f"TF_USE_LEGACY_KERAS is {setting!r}. {_FIX}")
     import tensorflow as tf
 
     # Under legacy Keras, tf.keras layers come from the `tf_keras` package.

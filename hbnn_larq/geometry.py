@@ -122,7 +122,7 @@ class PoincareBall:
         """
         xnorm = self.norm(x)
         scaled = tanh(c * artanh(self.sqrt_r * xnorm))
-        return scaled * x / (self.sqrt_r * xnorm)
+        return x * (scaled / (self.sqrt_r * xnorm))
 
     def expmap(self, p: tf.Tensor, v: tf.Tensor) -> tf.Tensor:
         """Exponential map at `p` (paper Eq. 9), with \\(\\exp_p(0) = p\\):
@@ -133,13 +133,14 @@ class PoincareBall:
         \\]
         """
         vnorm = self.norm(v)
-        direction = tanh(self.sqrt_r * self.lambda_x(p) * vnorm / 2.0) * v / (self.sqrt_r * vnorm)
+        # x * (factor), not (tanh * x) / norm: the latter underflows to 0 (sign lost) for tiny v.
+        direction = v * (tanh(self.sqrt_r * self.lambda_x(p) * vnorm / 2.0) / (self.sqrt_r * vnorm))
         return self.mobius_add(p, direction)
 
     def expmap0(self, v: tf.Tensor) -> tf.Tensor:
         """Exponential map at the origin, \\(\\tanh(\\sqrt{r}\\|v\\|)\\,v/(\\sqrt{r}\\|v\\|)\\)."""
         vnorm = self.norm(v)
-        return tanh(self.sqrt_r * vnorm) * v / (self.sqrt_r * vnorm)
+        return v * (tanh(self.sqrt_r * vnorm) / (self.sqrt_r * vnorm))
 
     def boundary_map(self, p: tf.Tensor, v: tf.Tensor) -> tf.Tensor:
         """The boundary (∂D) variant: \\(p \\oplus v/(\\sqrt{r}\\|v\\|)\\), a point on the sphere
@@ -161,11 +162,11 @@ class PoincareBall:
         """
         u = self.mobius_add(-p, q)
         unorm = self.norm(u)
-        return 2.0 / (self.sqrt_r * self.lambda_x(p)) * artanh(self.sqrt_r * unorm) * u / unorm
+        return u * (2.0 / (self.sqrt_r * self.lambda_x(p)) * artanh(self.sqrt_r * unorm) / unorm)
 
     def logmap0(self, q: tf.Tensor) -> tf.Tensor:
         qnorm = self.norm(q)
-        return artanh(self.sqrt_r * qnorm) * q / (self.sqrt_r * qnorm)
+        return q * (artanh(self.sqrt_r * qnorm) / (self.sqrt_r * qnorm))
 
     def dist(self, x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
         """Geodesic distance \\(d_r(x,y) = (2/\\sqrt{r})\\,\\mathrm{artanh}(\\sqrt{r}\\|(-x)\\oplus y\\|)\\)."""
@@ -179,7 +180,13 @@ class PoincareBall:
         """
         x = tf.where(tf.math.is_finite(x), x, tf.zeros_like(x))
         max_norm = (1.0 - margin) / self.sqrt_r
-        return x * tf.minimum(1.0, max_norm / self.norm(x))
+        # Divide by the largest entry before the norm: for huge finite x the sum of squares
+        # overflows (float32 entries ~1e19) and x * (max_norm / inf) would collapse x to 0.
+        scale = tf.reduce_max(tf.abs(x), axis=self.axis, keepdims=True)
+        scale = tf.where(scale > 0, scale, tf.ones_like(scale))
+        unit = x / scale
+        unit_norm = self.norm(unit)  # = ||x|| / scale, in [1, sqrt(n)] (or 0)
+        return tf.where(unit_norm * scale <= max_norm, x, unit * (max_norm / unit_norm))
 
     def egrad2rgrad(self, x: tf.Tensor, grad: tf.Tensor) -> tf.Tensor:
         """Riemannian gradient from the Euclidean one, \\(\\nabla f / \\lambda_x^2\\)."""

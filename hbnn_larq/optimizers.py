@@ -110,6 +110,11 @@ class RiemannianOptimizer(tf.keras.optimizers.Optimizer):
     def variables(self):
         return self._optimizer.variables
 
+    def _trackable_children(self, save_type="checkpoint", **kwargs):
+        # Checkpoint the wrapped optimizer's state as if it were this object's own: checkpoints
+        # stay interchangeable with the inner optimizer's, and nothing of the wrapper is unbound.
+        return self._optimizer._trackable_children(save_type, **kwargs)
+
     def build(self, var_list):
         self._optimizer.build([v for v in var_list if ball_constraint_of(v) is None])
         self._built = True

@@ -90,7 +90,7 @@ class HyperbolicSign(lq.quantizers.Quantizer):
     seed: seed of the random initial points.
     base: optional weight binarizer applied to the constrained weight instead of the plain
         identity-STE sign (a larq kernel quantizer, its alias or config), which makes HBNN a
-        plug-in for methods such as IR-Net or ReCU: \(q(\tilde w) = \text{base}(\exp_{F_i}(\tilde w))\).
+        plug-in for methods such as IR-Net or ReCU: \\(q(\\tilde w) = \\text{base}(\\exp_{F_i}(\\tilde w))\\).
 
     # Returns
     The binary kernel, exactly \\(\\pm 1\\).
@@ -136,7 +136,13 @@ class HyperbolicSign(lq.quantizers.Quantizer):
         self.margin = float(margin)
         self.seed = seed
         super().__init__(**kwargs)
-        self.base = lq.quantizers.get_kernel_quantizer(base) if base is not None else None
+        try:
+            self.base = lq.quantizers.get_kernel_quantizer(base) if base is not None else None
+        except (ValueError, TypeError) as error:
+            raise ValueError(
+                "`base` must be None, a larq kernel quantizer instance, a registered quantizer alias "
+                f"(e.g. 'ste_sign', 'ir_net', 'recu') or its config; got {base!r} ({error})."
+            ) from None
 
     # -- state -----------------------------------------------------------------------------
     def build(self, input_shape):
@@ -182,7 +188,7 @@ class HyperbolicSign(lq.quantizers.Quantizer):
         """The point \\(F_i\\) of the active chart (gradients reach only this one)."""
         if self.cluster_size == 1:
             return self.points[0]
-        return tf.switch_case(self.active_index, [lambda p=p: tf.identity(p) for p in self.points])
+        return tf.switch_case(tf.convert_to_tensor(self.active_index), [lambda p=p: tf.identity(p) for p in self.points])
 
     # -- forward -----------------------------------------------------------------------------
     def project(self, latent: tf.Tensor, point: tf.Tensor) -> tf.Tensor:

@@ -8,11 +8,21 @@ kernel constraint and whether the model needs `RiemannianOptimizer` (it has poin
 | `ste_sign` | `ste_sign` (identity STE clipped at 1) | `weight_clip` (1) |
 | `hbnn` | `HyperbolicSign(r=0.05)` (ball) | none |
 | `hbnn-boundary` | `HyperbolicSign(r=1, boundary=True)` | none |
+| `ir_net` | `IRNetSign()` (balanced weights, power-of-two scale, EDE gradient) | none |
+| `ir_net+hbnn` | `HyperbolicSign(r=0.05, base=IRNetSign())` | none |
+| `recu` | `ReCUSign()` (standardize, clamp at the Laplace τ-quantile, learned α) | none |
+| `recu+hbnn` | `HyperbolicSign(r=0.05, base=ReCUSign())` | none |
+
+IR-Net and ReCU re-standardize every filter in the forward pass, so a latent-kernel clip would
+only starve gradients: neither reference clips its weights, and neither do these recipes. Their
+schedules (EDE `t`, ReCU `τ`) need the `hbnn_larq.QuantizerSchedule` callback.
 """
 
 from __future__ import annotations
 
+from hbnn_larq.ir_net import IRNetSign
 from hbnn_larq.quantizers import HyperbolicSign
+from hbnn_larq.recu import ReCUSign
 
 # name -> (factory(**options) -> kernel quantizer, kernel constraint, has points)
 _RECIPES: dict = {}
@@ -58,6 +68,21 @@ def _hbnn_boundary(**options):
     return HyperbolicSign(**{"r": 1.0, "boundary": True, **options})
 
 
+def _hbnn_with(make_base):
+    """An HBNN recipe whose constrained weight is binarized by a fresh `make_base()` quantizer."""
+
+    def make(**options):
+        if "base" in options:
+            raise ValueError("`base` is fixed by the recipe; use recipe 'hbnn' to choose another base.")
+        return HyperbolicSign(**{"r": 0.05, **options, "base": make_base()})
+
+    return make
+
+
 register_recipe("ste_sign", lambda: "ste_sign", kernel_constraint="weight_clip")
 register_recipe("hbnn", _hbnn, hyperbolic=True)
 register_recipe("hbnn-boundary", _hbnn_boundary, hyperbolic=True)
+register_recipe("ir_net", IRNetSign)
+register_recipe("ir_net+hbnn", _hbnn_with(IRNetSign), hyperbolic=True)
+register_recipe("recu", ReCUSign)
+register_recipe("recu+hbnn", _hbnn_with(ReCUSign), hyperbolic=True)

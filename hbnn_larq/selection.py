@@ -117,10 +117,12 @@ class ChartSelection(tf.keras.callbacks.Callback):
         return np.array(scores)
 
     def _probe_loss(self) -> float:
-        # The compiled loss object would also update the epoch's loss metric: call the bare loss.
+        # The compiled loss would also update the epoch's loss metric, and a reducing Loss object
+        # refuses to run under a distribution strategy: use the unreduced per-sample loss.
         x, y = self.probe
         loss_fn = tf.keras.losses.get(self.model.loss)
-        return float(tf.reduce_mean(loss_fn(y, self.model(x, training=True))))
+        per_sample = loss_fn.call if isinstance(loss_fn, tf.keras.losses.Loss) else loss_fn
+        return float(tf.reduce_mean(per_sample(y, self.model(x, training=True))))
 
     def _batchnorm_state(self):
         return [

@@ -7,6 +7,12 @@ import hbnn_larq  # noqa: E402,F401  (sets up legacy Keras before anything impor
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+# Two logical CPU devices, so that tf.distribute.MirroredStrategy can be tested on one CPU.
+# This must happen before the TensorFlow runtime initialises its devices.
+tf.config.set_logical_device_configuration(
+    tf.config.list_physical_devices("CPU")[0], [tf.config.LogicalDeviceConfiguration()] * 2
+)
+
 
 @pytest.fixture(autouse=True)
 def _fresh_keras_session():

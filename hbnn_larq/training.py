@@ -1,0 +1,459 @@
+"""The training recipe behind `train.py`, importable so that benchmarks can run it in-process.
+
+```python
+from hbnn_larq.training import TrainConfig, train
+results = train(TrainConfig(model="vggsmall", dataset="cifar10", width=0.25, epochs=1))
+```
+
+**Recipe** (the paper's defaults, HBNN v1 §6): SGD with momentum 0.9, batch 256, learning rate
+0.1 with cosine decay to 0 over the run, 600 epochs for 32-px data and 250 for ImageNet-like
+data, weight decay 5e-4 (32 px) or 1e-4 (ImageNet-like).
+
+- *Warm-up*: a linear warm-up from 0 to `lr` over `warmup_epochs`, then the cosine decay over the
+  remaining steps. By default (`warmup_epochs=None`) it is scaled to the run length:
+  `min(5, epochs // 20)` epochs, i.e. the usual 5 epochs for runs of 100 epochs or more and
+  none for runs shorter than 20 epochs.
+- *Weight decay* is a coupled L2 term, PyTorch's `SGD(weight_decay=...)` that the paper and the
+  baselines use: `wd * w` is added to the gradient before momentum. It applies to kernels only
+  (binary latent kernels and the full-precision first conv / classifier): never to the HBNN
+  points (decay would pull them to the origin, i.e. to a plain BNN), BatchNorm or biases.
+  Keras' own `weight_decay` is decoupled and, with momentum 0.9, about 10x weaker, hence
+  `KernelSGD` below.
+- *Latent LR multiplier*: the gradients (weight decay included) of latent binary kernels are
+  scaled by `latent_lr_multiplier`; with SGD (momentum is linear in the gradient) that is exactly
+  a learning-rate multiplier for those variables.
+- The points of `HyperbolicSign` recipes get `RiemannianOptimizer`'s Riemannian step with
+  `point_lr_multiplier` times the scheduled learning rate.
+
+**Run directory** (default `runs/<model>-<dataset>-<quantizer>-<hash of the config>`, so that
+re-running the same command finds and resumes the same run): `config.json`, `backup/` (the
+per-epoch checkpoint: model, optimizer, epoch; removed when training completes), `history.csv`,
+`epochs.json`, `logs/` (TensorBoard), then `model.keras` (reload after `import hbnn_larq`),
+`model.tflite` (LCE), `weights.npz` (`hbnn_larq.zoo.save_pretrained`, 1 bit per binary weight)
+and `results.json`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import platform
+import re
+import tempfile
+import time
+from pathlib import Path
+
+import larq as lq
+import numpy as np
+import tensorflow as tf
+
+from hbnn_larq import data as data_lib
+from hbnn_larq import recipes
+from hbnn_larq.constraints import ball_constraint_of
+from hbnn_larq.export import convert_keras_model
+from hbnn_larq.flips import FlipRateMonitor
+from hbnn_larq.optimizers import POINT_UPDATES, RiemannianOptimizer
+from hbnn_larq.quantizers import GROUPINGS, SELECTIONS, _all_layers
+from hbnn_larq.selection import ChartSelection
+
+STRATEGIES = ("default", "mirrored", "multiworker")
+# Fields that name outputs or verbosity: they do not change the run, so not its default directory.
+_NOT_HASHED = ("run_dir", "export", "verbose", "overwrite", "download")
+
+
+class ConfigError(ValueError):
+    """An invalid training configuration (the message names the parameter and valid values)."""
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Everything that defines a training run; `None` means "the recipe's default".
+
+    See `train.py --help` for the meaning of each field.
+    """
+
+    model: str = "vggsmall"
+    dataset: str = "cifar10"
+    data_dir: str | None = None
+    quantizer: str = "hbnn"
+    epochs: int | None = None
+    batch_size: int = 256
+    lr: float = 0.1
+    momentum: float = 0.9
+    warmup_epochs: float | None = None
+    weight_decay: float | None = None
+    latent_lr_multiplier: float = 1.0
+    point_lr_multiplier: float = 100.0
+    point_update: str = "rsgd"
+    radius: float | None = None
+    cluster_size: int = 1
+    selection: str = "loss"
+    grouping: str = "layer"
+    width: float = 1.0
+    image_size: int | None = None
+    seed: int = 0
+    strategy: str = "default"
+    run_dir: str | None = None
+    max_train_examples: int | None = None
+    max_test_examples: int | None = None
+    export: bool = True
+    download: bool = True
+    overwrite: bool = False
+    verbose: int = 1
+
+    def validate(self) -> "TrainConfig":
+        from hbnn_larq.zoo import model_names
+
+        _choice("model", self.model, model_names())
+        _choice("quantizer", self.quantizer, recipes.recipe_names())
+        _choice("point_update", self.point_update, POINT_UPDATES)
+        _choice("selection", self.selection, SELECTIONS)
+        _choice("grouping", self.grouping, GROUPINGS)
+        _choice("strategy", self.strategy, STRATEGIES)
+        for name in ("epochs", "batch_size", "cluster_size", "image_size", "max_train_examples", "max_test_examples"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ConfigError(f"`{name}` must be an integer >= 1, got {value!r}.")
+        for name in ("lr", "latent_lr_multiplier", "point_lr_multiplier", "width", "radius"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, (int, float)) and 0 < value < float("inf")):
+                raise ConfigError(f"`{name}` must be a number > 0, got {value!r}.")
+        for name in ("weight_decay", "warmup_epochs"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, (int, float)) and 0 <= value < float("inf")):
+                raise ConfigError(f"`{name}` must be a number >= 0, got {value!r}.")
+        if not 0 <= self.momentum < 1:
+            raise ConfigError(f"`momentum` must be in [0, 1), got {self.momentum!r}.")
+        return self
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"Unknown config key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(known))}.")
+        return cls(**values)
+
+    def default_run_dir(self) -> Path:
+        hashed = {k: v for k, v in self.to_dict().items() if k not in _NOT_HASHED}
+        digest = hashlib.sha1(json.dumps(hashed, sort_keys=True).encode()).hexdigest()[:8]
+        dataset = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(self.dataset).name.split(".")[0] or "data")
+        return Path("runs") / f"{self.model}-{dataset}-{self.quantizer}-{digest}"
+
+
+def _choice(name: str, value, choices) -> None:
+    if value not in choices:
+        raise ConfigError(f"`{name}` must be one of {', '.join(map(str, choices))}; got {value!r}.")
+
+
+# -- the recipe ----------------------------------------------------------------------------------
+def default_epochs(style: str) -> int:
+    """600 epochs for 32-px data, 250 for ImageNet-like data (the paper)."""
+    return 600 if style == "cifar" else 250
+
+
+def default_weight_decay(style: str) -> float:
+    """5e-4 for 32-px data, 1e-4 for ImageNet-like data (the paper)."""
+    return 5e-4 if style == "cifar" else 1e-4
+
+
+def default_warmup_epochs(epochs: int) -> int:
+    """`min(5, epochs // 20)`: 5 epochs on long runs, none on runs shorter than 20 epochs."""
+    return min(5, epochs // 20)
+
+
+def learning_rate_schedule(lr: float, epochs: int, steps_per_epoch: int, warmup_epochs: float):
+    """Linear warm-up from 0 to `lr` over `warmup_epochs`, then cosine decay to 0 (per step)."""
+    total = max(1, epochs * steps_per_epoch)
+    warmup = min(total - 1, int(round(warmup_epochs * steps_per_epoch)))
+    if warmup == 0:
+        return tf.keras.optimizers.schedules.CosineDecay(lr, decay_steps=total)
+    return tf.keras.optimizers.schedules.CosineDecay(0.0, decay_steps=total - warmup, warmup_target=lr, warmup_steps=warmup)
+
+
+def _base_name(name: str) -> str:
+    return name.split(":")[0]
+
+
+@lq.utils.register_keras_custom_object
+class KernelSGD(tf.keras.optimizers.SGD):
+    """SGD with coupled L2 weight decay on selected variables and a learning-rate multiplier for
+    others (by gradient scaling, exact for SGD with momentum).
+
+    # Arguments
+    l2: weight-decay coefficient: `l2 * w` is added to the gradient of the `decayed` variables.
+    decayed: names of the variables that get weight decay.
+    scaled: names of the variables whose gradient (decay included) is multiplied by `multiplier`.
+    multiplier: learning-rate multiplier of the `scaled` variables, float > 0.
+    **kwargs: passed to `tf.keras.optimizers.SGD` (`learning_rate`, `momentum`, ...).
+    """
+
+    def __init__(self, l2: float = 0.0, decayed=(), scaled=(), multiplier: float = 1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.l2, self.multiplier = float(l2), float(multiplier)
+        self.decayed, self.scaled = [_base_name(n) for n in decayed], [_base_name(n) for n in scaled]
+        self._decayed_keys, self._scaled_keys = set(), set()
+
+    def build(self, var_list):
+        super().build(var_list)
+        # Keys, not names: inside a distributed update each replica's copy has its own name.
+        decayed, scaled = set(self.decayed), set(self.scaled)
+        self._decayed_keys = {self._var_key(v) for v in var_list if _base_name(v.name) in decayed}
+        self._scaled_keys = {self._var_key(v) for v in var_list if _base_name(v.name) in scaled}
+
+    def update_step(self, gradient, variable):
+        key = self._var_key(variable)
+        gradient = tf.convert_to_tensor(gradient)
+        if self.l2 and key in self._decayed_keys:
+            gradient = gradient + tf.cast(self.l2, variable.dtype) * variable
+        if self.multiplier != 1.0 and key in self._scaled_keys:
+            gradient = gradient * tf.cast(self.multiplier, variable.dtype)
+        return super().update_step(gradient, variable)
+
+    def get_config(self):
+        return {**super().get_config(), "l2": self.l2, "decayed": self.decayed, "scaled": self.scaled,
+                "multiplier": self.multiplier}
+
+
+def latent_kernel_names(model: tf.keras.Model) -> list[str]:
+    """Names of the latent kernels of the weight-quantized (binary) layers of `model`."""
+    return [layer.kernel.name for layer in _all_layers(model) if getattr(layer, "kernel_quantizer", None) is not None]
+
+
+def decayed_variable_names(model: tf.keras.Model) -> list[str]:
+    """Names of the trainable kernels of `model`: not points, not BatchNorm, not biases."""
+    return [
+        v.name for v in model.trainable_variables
+        if ball_constraint_of(v) is None and re.search(r"kernel$", _base_name(v.name).split("/")[-1])
+    ]
+
+
+def make_optimizer(config: TrainConfig, model: tf.keras.Model, schedule, weight_decay: float):
+    """`KernelSGD` (see the module docstring), wrapped in `RiemannianOptimizer` for HBNN recipes."""
+    inner = KernelSGD(
+        l2=weight_decay, decayed=decayed_variable_names(model), scaled=latent_kernel_names(model),
+        multiplier=config.latent_lr_multiplier, learning_rate=schedule, momentum=config.momentum)
+    if not recipes.is_hyperbolic(config.quantizer):
+        return inner
+    return RiemannianOptimizer(inner, point_lr_multiplier=config.point_lr_multiplier, point_update=config.point_update)
+
+
+def build_model(config: TrainConfig, dataset: data_lib.ImageDataset) -> tf.keras.Model:
+    """The zoo model of `config` with the kernel quantizer of its recipe."""
+    from hbnn_larq.zoo import get_model
+
+    options = {"cluster_size": config.cluster_size, "selection": config.selection, "grouping": config.grouping}
+    if config.radius is not None:
+        options["r"] = config.radius
+    return get_model(
+        config.model, input_shape=dataset.input_shape, num_classes=dataset.num_classes,
+        kernel_quantizer=lambda: recipes.kernel_quantizer(config.quantizer, **options),
+        kernel_constraint=recipes.kernel_constraint(config.quantizer), width=config.width)
+
+
+def make_strategy(name: str) -> tf.distribute.Strategy:
+    """`default`: the current strategy; `mirrored`: all GPUs, else all logical CPUs;
+    `multiworker`: `MultiWorkerMirroredStrategy` configured by the `TF_CONFIG` environment variable."""
+    if name == "mirrored":
+        devices = None
+        if not tf.config.list_logical_devices("GPU"):
+            devices = [d.name for d in tf.config.list_logical_devices("CPU")]
+        return tf.distribute.MirroredStrategy(devices=devices)
+    if name == "multiworker":
+        if "TF_CONFIG" not in os.environ:
+            raise ConfigError("`strategy=multiworker` needs the TF_CONFIG environment variable (cluster and task).")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+    resolver = getattr(strategy, "cluster_resolver", None)
+    return resolver is None or resolver.task_id in (None, 0) or not resolver.task_type
+
+
+# -- callbacks -----------------------------------------------------------------------------------
+class EpochRecorder(tf.keras.callbacks.Callback):
+    """Keeps `epochs.json` in the run directory: one record per completed epoch (train/test
+    accuracy and loss, mean flip rate, `lr`: the learning rate of the epoch's last step,
+    `seconds`), surviving restarts."""
+
+    def __init__(self, path):
+        super().__init__()
+        self.path = Path(path)
+        self.records = {r["epoch"]: r for r in json.loads(self.path.read_text())} if self.path.is_file() else {}
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.time()
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        pick = lambda key: float(logs[key]) if key in logs else None  # noqa: E731
+        # With a schedule, Keras' `learning_rate` is the value used by the last step.
+        lr = self.model.optimizer.learning_rate
+        self.records[epoch + 1] = {
+            "epoch": epoch + 1,
+            "train_accuracy": pick("accuracy"), "train_loss": pick("loss"),
+            "test_accuracy": pick("val_accuracy"), "test_loss": pick("val_loss"),
+            "flip_rate_mean": pick("flips/mean"), "lr": float(tf.keras.backend.get_value(lr)),
+            "seconds": time.time() - self._start,
+        }
+        _write_json(self.path, [self.records[k] for k in sorted(self.records)])
+
+
+def _write_json(path: Path, value) -> None:
+    fd, staging = tempfile.mkstemp(suffix=".json", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        json.dump(value, f, indent=2)
+    os.replace(staging, path)
+
+
+def _callbacks(config, run_dir: Path, dataset, model, chief: bool) -> list:
+    callbacks = [tf.keras.callbacks.BackupAndRestore(str(run_dir / "backup"), delete_checkpoint=True), FlipRateMonitor()]
+    if recipes.is_hyperbolic(config.quantizer) and config.cluster_size > 1:
+        callbacks.append(ChartSelection(probe_data=dataset.probe_batch(), seed=config.seed, verbose=config.verbose))
+    if chief:
+        callbacks += [
+            EpochRecorder(run_dir / "epochs.json"),
+            tf.keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
+            tf.keras.callbacks.TensorBoard(str(run_dir / "logs"), profile_batch=0),
+        ]
+    return callbacks
+
+
+# -- outputs -------------------------------------------------------------------------------------
+def versions() -> dict:
+    import larq_compute_engine as lce
+    import tf_keras
+
+    import hbnn_larq
+
+    return {"python": platform.python_version(), "tensorflow": tf.__version__, "tf_keras": tf_keras.__version__,
+            "larq": lq.__version__, "larq_compute_engine": getattr(lce, "__version__", "unknown"),
+            "numpy": np.__version__, "hbnn_larq": hbnn_larq.__version__}
+
+
+def machine() -> dict:
+    cpu = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {"cpu_model": cpu, "cores": usable, "platform": platform.platform(), "hostname": platform.node()}
+
+
+def save_model(model: tf.keras.Model, path: Path) -> None:
+    """`model` as `.keras`, without optimizer state (the training optimizer is not needed to
+    reload it, and `import hbnn_larq` is then all a reader needs)."""
+    copy = tf.keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    copy.save(str(path))
+
+
+def _export(model, run_dir: Path, dataset, config) -> dict:
+    from hbnn_larq.zoo import save_pretrained
+
+    artifacts = {"model": str(run_dir / "model.keras")}
+    save_model(model, run_dir / "model.keras")
+    weights = save_pretrained(model, run_dir / "weights.npz", metadata={"dataset": dataset.summary()})
+    artifacts["weights"] = str(weights)
+    if config.export:
+        flatbuffer = convert_keras_model(model)
+        (run_dir / "model.tflite").write_bytes(flatbuffer)
+        artifacts["tflite"] = str(run_dir / "model.tflite")
+        artifacts["tflite_bytes"] = len(flatbuffer)
+    return artifacts
+
+
+# -- the run -------------------------------------------------------------------------------------
+def train(config: TrainConfig, *, model_fn=None) -> dict:
+    """Train, evaluate and export one run; resume it if its run directory holds a checkpoint.
+
+    # Arguments
+    config: a `TrainConfig`.
+    model_fn: optional `model_fn(config, dataset) -> tf.keras.Model` replacing the zoo model.
+
+    # Returns
+    The contents of `results.json`.
+
+    # Raises
+    ConfigError: invalid configuration. `hbnn_larq.data.DataError`: dataset problems.
+    """
+    config.validate()
+    start = time.time()
+    run_dir = Path(config.run_dir) if config.run_dir else config.default_run_dir()
+    results_path = run_dir / "results.json"
+    if results_path.is_file() and not config.overwrite:
+        results = json.loads(results_path.read_text())
+        if results.get("status") == "complete":
+            _say(config, f"Run {run_dir} is already complete (pass --overwrite to train again).")
+            return results
+    strategy = make_strategy(config.strategy)
+    chief = is_chief(strategy)
+    tf.keras.utils.set_random_seed(config.seed)
+    dataset = data_lib.load_dataset(
+        config.dataset, data_dir=config.data_dir, batch_size=config.batch_size, image_size=config.image_size,
+        max_train_examples=config.max_train_examples, max_test_examples=config.max_test_examples,
+        seed=config.seed, download=config.download)
+    epochs = config.epochs or default_epochs(dataset.style)
+    weight_decay = config.weight_decay if config.weight_decay is not None else default_weight_decay(dataset.style)
+    warmup = config.warmup_epochs if config.warmup_epochs is not None else default_warmup_epochs(epochs)
+    recipe = {"epochs": epochs, "weight_decay": weight_decay, "warmup_epochs": warmup,
+              "steps_per_epoch": dataset.steps_per_epoch}
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if chief:
+        _write_json(run_dir / "config.json", {"config": config.to_dict(), "resolved": recipe})
+    _say(config, f"Run directory: {run_dir}\nData: {dataset.source} ({dataset.num_train} train / {dataset.num_test} "
+                 f"test, {dataset.num_classes} classes, {dataset.image_size} px)")
+
+    with strategy.scope():
+        model = (model_fn or build_model)(config, dataset)
+        schedule = learning_rate_schedule(config.lr, epochs, dataset.steps_per_epoch, warmup)
+        model.compile(make_optimizer(config, model, schedule, weight_decay),
+                      loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    callbacks = _callbacks(config, run_dir, dataset, model, chief)
+    model.fit(dataset.train, validation_data=dataset.test, epochs=epochs, callbacks=callbacks,
+              verbose=config.verbose)
+    test_loss, test_accuracy = model.evaluate(dataset.test, verbose=0)
+    records = json.loads((run_dir / "epochs.json").read_text()) if (run_dir / "epochs.json").is_file() else []
+    if not chief:
+        return {"status": "complete", "test_accuracy": float(test_accuracy)}
+    artifacts = _export(model, run_dir, dataset, config)
+    results = {
+        "status": "complete",
+        "config": config.to_dict(), "resolved": recipe, "dataset": dataset.summary(),
+        "epochs": records,
+        "final": {"test_accuracy": float(test_accuracy), "test_loss": float(test_loss)},
+        "wall_time_s": time.time() - start,
+        "train_time_s": float(sum(r["seconds"] for r in records)),
+        "replicas": strategy.num_replicas_in_sync,
+        "artifacts": artifacts, "versions": versions(), "machine": machine(),
+    }
+    _write_json(results_path, results)
+    return results
+
+
+def _say(config: TrainConfig, message: str) -> None:
+    if config.verbose:
+        print(message, flush=True)
+
+
+def summary_text(results: dict) -> str:
+    """A short human-readable summary of `results` (as returned by `train`)."""
+    lines = [f"{'epoch':>5} {'train acc':>9} {'test acc':>9} {'flips':>8} {'s':>7}"]
+    for r in results.get("epochs", []):
+        flips = f"{r['flip_rate_mean']:.4f}" if r.get("flip_rate_mean") is not None else "-"
+        lines.append(f"{r['epoch']:>5} {r['train_accuracy'] or 0:>9.4f} {r['test_accuracy'] or 0:>9.4f} {flips:>8} {r['seconds']:>7.1f}")
+    final = results.get("final", {})
+    lines.append(f"final test accuracy {final.get('test_accuracy', float('nan')):.4f}, wall time {results.get('wall_time_s', 0):.0f} s")
+    for key, value in results.get("artifacts", {}).items():
+        lines.append(f"{key}: {value}")
+    return "\n".join(lines)

@@ -1,0 +1,171 @@
+"""Building blocks shared by the zoo's architectures.
+
+Every zoo model is a functional `tf.keras.Model` whose layers all carry explicit, stable names
+(`conv0`, `stage2_block1_conv1`, ...), so that pretrained weights can be matched by layer name
+(see `hbnn_larq.zoo.pretrained`) whatever else lives in the Keras session.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import numbers
+
+import larq as lq
+import tensorflow as tf
+
+# LCE fuses padding with ones into the binary convolution (larq-notes §6); zeros are the
+# reference code's choice and are accepted by LCE only for target="arm".
+PAD_VALUES = (0.0, 1.0)
+ACTIVATION_QUANTIZER = "approx_sign"
+
+
+@lq.utils.register_keras_custom_object
+class HardTanh(tf.keras.layers.Layer):
+    """Hardtanh, \\(\\min(\\max(x, -1), 1)\\): the nonlinearity of the reference BNNs.
+
+    TFLite converts it to the single op `RELU_N1_TO_1`.
+    """
+
+    def call(self, inputs):
+        return tf.minimum(tf.maximum(inputs, -1.0), 1.0)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
+def kernel_quantizer_factory(kernel_quantizer):
+    """A zero-argument callable returning a *fresh* kernel quantizer for every layer.
+
+    Stateful quantizers (e.g. `HyperbolicSign`, which owns a point per layer) must never be
+    shared between layers, so a quantizer instance is cloned through its config.
+
+    # Arguments
+    kernel_quantizer: `None` (a fresh `hbnn_larq.HyperbolicSign()`, the HBNN default), a
+        larq alias string (`"ste_sign"`, `"hyperbolic_sign"`), a serialized config dict, a
+        `larq.quantizers.Quantizer` instance (cloned per layer), a zero-argument factory
+        (a callable or a quantizer class), or a stateless quantizer function of one argument.
+
+    # Returns
+    A callable `make()` giving the value to pass as `QuantConv2D(kernel_quantizer=make())`.
+
+    # Raises
+    ValueError: if `kernel_quantizer` is of none of these kinds or names no known quantizer.
+    """
+    from hbnn_larq.quantizers import HyperbolicSign
+
+    if kernel_quantizer is None:
+        return HyperbolicSign
+    if isinstance(kernel_quantizer, (str, dict)):
+        lq.quantizers.get_kernel_quantizer(copy.deepcopy(kernel_quantizer))  # fail early on a typo
+        return lambda: copy.deepcopy(kernel_quantizer)
+    if isinstance(kernel_quantizer, tf.keras.layers.Layer):
+        config = kernel_quantizer.get_config()
+        return lambda: kernel_quantizer.__class__.from_config(config)
+    if callable(kernel_quantizer):
+        if _takes_no_argument(kernel_quantizer):
+            return kernel_quantizer
+        return lambda: kernel_quantizer  # a stateless function such as lq.quantizers.ste_sign
+    raise ValueError(
+        "`kernel_quantizer` must be None, a larq quantizer alias, a config dict, a Quantizer "
+        f"instance or a zero-argument factory; got {kernel_quantizer!r}."
+    )
+
+
+def _takes_no_argument(function) -> bool:
+    try:
+        inspect.signature(function).bind()
+    except TypeError:
+        return False
+    except ValueError:  # builtins without a signature
+        return False
+    return True
+
+
+def check_width(width) -> float:
+    """`width` as a float > 0 (the channel multiplier), else a ValueError."""
+    if isinstance(width, bool) or not isinstance(width, numbers.Real) or not 0 < float(width) < float("inf"):
+        raise ValueError(f"`width` must be a finite number > 0 (channel multiplier), got {width!r}.")
+    return float(width)
+
+
+def scaled(channels: int, width: float) -> int:
+    """`channels * width`, rounded, at least 1."""
+    return max(1, int(round(channels * width)))
+
+
+def check_choice(name: str, value, choices) -> None:
+    if value not in choices:
+        raise ValueError(f"`{name}` must be one of {', '.join(map(repr, choices))}; got {value!r}.")
+
+
+def check_num_classes(num_classes) -> int:
+    if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral) or num_classes < 1:
+        raise ValueError(f"`num_classes` must be an int >= 1, got {num_classes!r}.")
+    return int(num_classes)
+
+
+def check_pad_values(pad_values) -> float:
+    if pad_values not in PAD_VALUES:
+        raise ValueError(f"`pad_values` must be one of {PAD_VALUES} (LCE supports no other), got {pad_values!r}.")
+    return float(pad_values)
+
+
+def model_inputs(input_shape, input_tensor, default_shape):
+    """`(input tensor used by the layers, model inputs)`, as in `keras.applications`.
+
+    # Raises
+    ValueError: if `input_shape` is not `(height, width, channels)`.
+    """
+    if input_tensor is not None:
+        if not tf.keras.backend.is_keras_tensor(input_tensor):
+            input_tensor = tf.keras.Input(tensor=input_tensor, shape=input_shape)
+        return input_tensor, tf.keras.utils.get_source_inputs(input_tensor)
+    shape = default_shape if input_shape is None else tuple(input_shape)
+    if len(shape) != 3:
+        raise ValueError(f"`input_shape` must be (height, width, channels), got {input_shape!r}.")
+    inputs = tf.keras.Input(shape=shape, name="input")
+    return inputs, inputs
+
+
+def spatial_size(tensor) -> tuple:
+    """The static `(height, width)` of an NHWC tensor (entries may be None)."""
+    return tuple(tensor.shape[1:3])
+
+
+def binary_conv(filters, kernel_size, *, make_quantizer, kernel_constraint, input_quantizer, pad_values, name,
+                strides=1, kernel_initializer="glorot_uniform"):
+    """A binarized `QuantConv2D` (sign activations, binary kernel, no bias), as LCE expects it."""
+    return lq.layers.QuantConv2D(
+        filters,
+        kernel_size,
+        strides=strides,
+        padding="same",
+        pad_values=pad_values,
+        use_bias=False,
+        input_quantizer=input_quantizer,
+        kernel_quantizer=make_quantizer(),
+        kernel_constraint=kernel_constraint,
+        kernel_initializer=kernel_initializer,
+        name=name,
+    )
+
+
+def batch_norm(name, gamma_initializer="ones"):
+    return tf.keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, gamma_initializer=gamma_initializer,
+                                              name=name)
+
+
+CLASSIFIER_ACTIVATIONS = ("softmax", None)
+
+
+def classifier(x, num_classes, *, classifier_activation, kernel_initializer="glorot_uniform"):
+    """The full-precision classifier `Dense(num_classes)` ("logits"), then `classifier_activation`.
+
+    The softmax is a separate layer ("predictions"), as in larq-zoo, so `classifier_activation=None`
+    gives logits (train with `from_logits=True`).
+    """
+    x = tf.keras.layers.Dense(num_classes, kernel_initializer=kernel_initializer, name="logits")(x)
+    if classifier_activation is not None:
+        x = tf.keras.layers.Activation(classifier_activation, name="predictions")(x)
+    return x

@@ -1,0 +1,42 @@
+"""Model registry: the zoo's models by name, for scripts (`train.py`) and the size report."""
+
+from __future__ import annotations
+
+from hbnn_larq.zoo.resnet import ResNet18, ResNet34
+from hbnn_larq.zoo.vgg_small import VGGSmall
+
+MODELS = {
+    "vggsmall": VGGSmall,
+    "resnet18": ResNet18,
+    "resnet34": ResNet34,
+}
+
+
+def model_names() -> list[str]:
+    """The registered model names, sorted."""
+    return sorted(MODELS)
+
+
+def get_model(name: str, **kwargs):
+    """Build the zoo model `name` with the keyword arguments of its function.
+
+    ```python
+    model = get_model("resnet18", input_shape=(32, 32, 3), num_classes=100,
+                      kernel_quantizer="ste_sign", kernel_constraint="weight_clip", width=0.5)
+    ```
+
+    # Arguments
+    name: one of `"vggsmall"`, `"resnet18"`, `"resnet34"` (case-insensitive).
+    **kwargs: passed to the model function (`input_shape`, `num_classes`, `kernel_quantizer`,
+        `kernel_constraint`, `width`, `weights`, ...).
+
+    # Returns
+    A `tf.keras.Model`.
+
+    # Raises
+    ValueError: if `name` is not a registered model (the message lists the valid names).
+    """
+    key = name.lower() if isinstance(name, str) else name
+    if key not in MODELS:
+        raise ValueError(f"`name` must be one of {', '.join(map(repr, model_names()))}; got {name!r}.")
+    return MODELS[key](**kwargs)

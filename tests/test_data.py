@@ -1,0 +1,130 @@
+"""Tests of `hbnn_larq.data` on tiny generated image folders (no real dataset needed)."""
+
+import os
+import tarfile
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from hbnn_larq import data
+
+COLOURS = ((220, 30, 30), (30, 220, 30), (30, 30, 220))
+
+
+def write_image_folder(root, *, size=32, train_per_class=8, test_per_class=4, test_split="test", seed=0):
+    """`root/{train,test}/<class>/*.jpg`: each class has its own colour, plus noise."""
+    rng = np.random.default_rng(seed)
+    for split, count in (("train", train_per_class), (test_split, test_per_class)):
+        for label, colour in enumerate(COLOURS):
+            folder = root / split / f"class_{label}"
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(count):
+                image = np.clip(np.array(colour) + rng.normal(0, 20, (size, size, 3)), 0, 255).astype(np.uint8)
+                (folder / f"{i:03d}.jpg").write_bytes(tf.io.encode_jpeg(image).numpy())
+    return root
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("HBNN_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("HBNN_DATA_DIR", raising=False)
+    return tmp_path / "cache"
+
+
+def test_image_folder_pipeline(tmp_path, cache):
+    root = write_image_folder(tmp_path / "tiny")
+    ds = data.load_dataset(str(root), batch_size=4)
+    assert (ds.num_classes, ds.num_train, ds.num_test, ds.steps_per_epoch) == (3, 24, 12, 6)
+    assert ds.style == "cifar" and ds.image_size == 32
+    x, y = ds.probe_batch()
+    assert x.shape == (4, 32, 32, 3) and x.dtype == tf.float32
+    assert len(list(ds.train)) == 6 and sum(int(b[0].shape[0]) for b in ds.test) == 12
+    # Unknown folder: statistics computed from the training split (red-ish, green-ish, blue-ish average).
+    assert all(0.2 < m < 0.6 for m in ds.mean)
+    # The colour cue survives normalisation: the dominant channel of an unaugmented test image is its label.
+    for images, labels in ds.test:
+        centre = images.numpy()[:, 12:20, 12:20].mean((1, 2))
+        assert (centre.argmax(1) == labels.numpy()).all()
+    assert list(cache.glob("decoded/*.npy")), "decoded images are cached"
+
+
+def test_seed_makes_data_repeatable(tmp_path, cache):
+    root = write_image_folder(tmp_path / "tiny")
+    first = [data.load_dataset(str(root), batch_size=8, seed=s).probe_batch() for s in (1, 1, 2)]
+    np.testing.assert_array_equal(first[0][0], first[1][0])
+    np.testing.assert_array_equal(first[0][1], first[1][1])
+    assert not np.array_equal(first[0][0], first[2][0])
+
+
+def test_subsets_and_imagenet_style(tmp_path, cache):
+    root = write_image_folder(tmp_path / "big", size=80, train_per_class=4, test_per_class=2, test_split="val")
+    ds = data.load_dataset(str(root), batch_size=2, image_size=48, max_train_examples=5, max_test_examples=3)
+    assert ds.style == "imagenet" and (ds.num_train, ds.num_test) == (5, 3)
+    assert ds.probe_batch()[0].shape == (2, 48, 48, 3)
+    assert next(iter(ds.test))[0].shape == (2, 48, 48, 3)
+
+
+def test_archive_is_extracted_once_into_the_cache(tmp_path, cache):
+    write_image_folder(tmp_path / "src" / "tiny-set")
+    archive = tmp_path / "tiny-set.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(tmp_path / "src" / "tiny-set", arcname="tiny-set")
+    ds = data.load_dataset(str(archive), batch_size=4)
+    assert ds.num_train == 24 and ds.source.startswith(str(cache))
+    marker = cache / "tiny-set"
+    stamp = os.stat(marker).st_mtime_ns
+    data.load_dataset(str(archive), batch_size=4)
+    assert os.stat(marker).st_mtime_ns == stamp
+    assert not [p for p in cache.iterdir() if p.name.startswith(".")], "no staging folder left behind"
+    assert not (tmp_path / "tiny-set").exists(), "never extracted next to the archive"
+
+
+def test_offline_resolution_order(tmp_path, cache, monkeypatch):
+    write_image_folder(tmp_path / "a" / "cifar10-jpeg", train_per_class=2)
+    write_image_folder(tmp_path / "b" / "cifar10-jpeg", train_per_class=3)
+    monkeypatch.setenv("HBNN_DATA_DIR", str(tmp_path / "b"))
+    assert data.find_offline("cifar10", data_dir=tmp_path / "a") == tmp_path / "a" / "cifar10-jpeg"
+    assert data.find_offline("cifar10") == tmp_path / "b" / "cifar10-jpeg"
+    ds = data.load_dataset("cifar10", data_dir=str(tmp_path / "a"), batch_size=2)
+    assert ds.num_train == 6 and ds.mean == pytest.approx(data.NORMALIZATION["cifar10"][0])
+
+
+def test_unreadable_images_are_listed(tmp_path, cache):
+    root = write_image_folder(tmp_path / "tiny")
+    bad = [root / "train" / "class_1" / "broken.jpg", root / "test" / "class_2" / "empty.png"]
+    bad[0].write_bytes(b"this is not a jpeg")
+    bad[1].write_bytes(b"")
+    with pytest.raises(data.UnreadableImagesError) as error:
+        data.load_dataset(str(root), batch_size=4)
+    assert str(bad[0]) in str(error.value) and error.value.paths == [str(bad[0])]
+    bad[0].unlink()
+    with pytest.raises(data.UnreadableImagesError, match="empty.png"):
+        data.load_dataset(str(root), batch_size=4)
+
+
+def test_missing_datasets_say_how_to_supply_them(tmp_path, cache):
+    with pytest.raises(data.DatasetNotFoundError, match="(?s)Unknown dataset .nope.*cifar10.*--data-dir"):
+        data.load_dataset("nope", batch_size=4)
+    with pytest.raises(data.DatasetNotFoundError, match="(?s)'cifar100' is not available.*HBNN_DATA_DIR"):
+        data.load_dataset("cifar100", data_dir=str(tmp_path / "empty"), download=False)
+    (tmp_path / "flat").mkdir()
+    with pytest.raises(data.DataError, match="neither an image-folder tree"):
+        data.load_dataset(str(tmp_path / "flat"))
+
+
+def test_bad_arguments(tmp_path, cache):
+    root = write_image_folder(tmp_path / "tiny")
+    with pytest.raises(data.DataError, match="`batch_size`.*larger than the training set"):
+        data.load_dataset(str(root), batch_size=100)
+    with pytest.raises(data.DataError, match="`image_size` must be a positive integer"):
+        data.load_dataset(str(root), image_size=0)
+
+
+def test_synthetic_dataset_is_learnable_signal():
+    ds = data.load_dataset("synthetic", batch_size=50, max_train_examples=100, max_test_examples=50)
+    assert ds.num_classes == 10 and "synthetic" in ds.source
+    x, y = (t.numpy() for t in next(iter(ds.test)))
+    means = x.mean((1, 2))
+    same = [np.abs(means[y == c] - means[y == c].mean(0)).max() for c in np.unique(y) if (y == c).sum() > 1]
+    assert max(same) < 0.5  # a class's images share their mean colour

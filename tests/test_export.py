@@ -1,0 +1,105 @@
+import larq as lq
+import numpy as np
+import pytest
+import tensorflow as tf
+from larq_compute_engine.tflite.python.interpreter import Interpreter
+
+import hbnn_larq
+from hbnn_larq import HyperbolicSign
+from hbnn_larq.export import BINARY_CONV_OP, bake_quantized_kernels, binarized_layers
+from tests.helpers import binary_conv
+
+
+def randomize_batchnorm(model, seed=0):
+    """Non-trivial BN statistics, so that output equality tests the folded post-multiplier."""
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if isinstance(layer, tf.keras.layers.BatchNormalization):
+            gamma, beta, mean, var = layer.get_weights()
+            layer.set_weights([
+                rng.uniform(0.5, 1.5, gamma.shape), rng.normal(0, 0.5, beta.shape),
+                rng.normal(0, 3.0, mean.shape), rng.uniform(5, 20, var.shape),
+            ])
+
+
+def conv_stack(c_in, c_out, quantizer_factory, side=6):
+    inputs = tf.keras.Input((side, side, c_in))
+    x = binary_conv(c_out, quantizer_factory())(inputs)
+    x = tf.keras.layers.BatchNormalization()(x)
+    x = binary_conv(c_out, quantizer_factory())(x)
+    x = tf.keras.layers.BatchNormalization()(x)
+    return tf.keras.Model(inputs, x)
+
+
+def move_points(model, seed=0):
+    rng = np.random.default_rng(seed)
+    for _, q in hbnn_larq.hyperbolic_quantizers(model):
+        for p in q.points:
+            p.assign(q.manifold.projx(tf.constant(rng.normal(size=p.shape) * 0.05, tf.float32)))
+
+
+@pytest.mark.parametrize("c_in, c_out", [(64, 64), (128, 256), (512, 512)])
+def test_every_binarized_conv_becomes_lce_bconv2d(c_in, c_out):
+    """128->256 and above cross TensorFlow's 1 MiB constant-folding limit (larq-notes §7)."""
+    model = conv_stack(c_in, c_out, HyperbolicSign)
+    move_points(model)
+    randomize_batchnorm(model)
+    fb = hbnn_larq.convert_keras_model(model)
+    ops = hbnn_larq.op_names(fb)
+    assert ops.count(BINARY_CONV_OP) == 2, ops
+    assert "CONV_2D" not in ops
+    x = np.random.default_rng(1).normal(size=(2, 6, 6, c_in)).astype("float32")
+    expected = model(x, training=False).numpy()
+    got = np.concatenate([Interpreter(fb, num_threads=1).predict(x[i : i + 1]) for i in range(2)])
+    # LCE's own tolerance: its accumulation order differs from TensorFlow's float conv.
+    np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-3)
+
+
+def test_epc_model_exports_the_active_chart():
+    model = conv_stack(32, 32, lambda: HyperbolicSign(cluster_size=3, cluster_radius=0.5, seed=2))
+    for _, q in hbnn_larq.hyperbolic_quantizers(model):
+        q.active_index.assign(2)
+    randomize_batchnorm(model)
+    fb = hbnn_larq.convert_keras_model(model)
+    assert hbnn_larq.op_names(fb).count(BINARY_CONV_OP) == 2
+    x = np.random.default_rng(1).normal(size=(1, 6, 6, 32)).astype("float32")
+    np.testing.assert_allclose(Interpreter(fb).predict(x), model(x, training=False).numpy(), rtol=1e-3, atol=1e-3)
+
+
+def test_baked_model_has_no_points_and_the_same_function():
+    model = conv_stack(16, 16, HyperbolicSign)
+    move_points(model)
+    baked = bake_quantized_kernels(model)
+    assert not any("point" in v.name for v in baked.weights)
+    x = np.random.default_rng(0).normal(size=(3, 6, 6, 16)).astype("float32")
+    np.testing.assert_array_equal(baked(x, training=False).numpy(), model(x, training=False).numpy())
+    for layer in binarized_layers(baked):
+        assert set(np.unique(layer.kernel.numpy())) <= {-1.0, 1.0}
+
+
+def test_ste_baseline_converts_too():
+    model = conv_stack(64, 64, lambda: "ste_sign")
+    assert hbnn_larq.op_names(hbnn_larq.convert_keras_model(model)).count(BINARY_CONV_OP) == 2
+
+
+@lq.utils.register_keras_custom_object
+class PerInputChannelScale(lq.quantizers.Quantizer):
+    """A kernel quantizer LCE cannot binarize: a scale per *input* channel."""
+
+    precision = 1
+
+    def call(self, w):
+        return lq.quantizers.ste_sign(w) * tf.range(1.0, w.shape[2] + 1.0)[None, None, :, None]
+
+
+def test_strict_conversion_refuses_a_silent_float_conv():
+    model = conv_stack(32, 32, PerInputChannelScale)
+    with pytest.raises(RuntimeError, match="LceBconv2d"):
+        hbnn_larq.convert_keras_model(model)
+    fb = hbnn_larq.convert_keras_model(model, strict=False)
+    assert hbnn_larq.op_names(fb).count(BINARY_CONV_OP) == 0
+
+
+def test_convert_rejects_non_models():
+    with pytest.raises(ValueError, match="`model`"):
+        hbnn_larq.convert_keras_model("model.h5")

@@ -1,0 +1,93 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import hbnn_larq
+from hbnn_larq import ChartSelection, HyperbolicSign
+from tests.helpers import compile_hbnn, random_data, tiny_model
+
+
+def epc_model(selection="loss", t=3, **kwargs):
+    return compile_hbnn(
+        tiny_model(lambda: HyperbolicSign(cluster_size=t, selection=selection, cluster_radius=0.5, seed=4, **kwargs),
+                   channels=(8, 8))
+    )
+
+
+def probe_loss(model, x, y):
+    loss = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    return float(loss(y, model(x, training=True)))
+
+
+def batchnorm_values(model):
+    return [v.numpy().copy() for layer in model.layers if isinstance(layer, tf.keras.layers.BatchNormalization)
+            for v in layer.non_trainable_weights]
+
+
+def test_loss_criterion_picks_the_greedy_argmin_and_restores_batchnorm():
+    x, y = random_data(64)
+    model = epc_model()
+    callback = ChartSelection(probe_data=(x, y))
+    callback.set_model(model)
+    layers = hbnn_larq.hyperbolic_quantizers(model)
+    expected = []
+    for _, q in layers:  # independent greedy search in layer order
+        losses = []
+        for j in range(q.cluster_size):
+            q.active_index.assign(j)
+            losses.append(probe_loss(model, x, y))
+        expected.append(int(np.argmin(losses)))
+        q.active_index.assign(expected[-1])
+    for _, q in layers:
+        q.active_index.assign(0)
+    bn_before = batchnorm_values(model)
+    record = callback.select(0)
+    assert [r["index"] for r in record["layers"].values()] == expected
+    assert [int(q.active_index.numpy()) for _, q in layers] == expected
+    for a, b in zip(batchnorm_values(model), bn_before):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("selection", ["geometric", "nearest", "flips"])
+def test_geometric_criteria_follow_their_definition(selection):
+    model = epc_model(selection)
+    layer, q = hbnn_larq.hyperbolic_quantizers(model)[0]
+    w = layer.kernel.numpy().astype(np.float64)
+    mapped = [q.project(tf.constant(w), tf.cast(p, tf.float64)).numpy() for p in q.points]
+    if selection == "geometric":
+        expected = np.argmin([np.sum(m**2) for m in mapped])
+    elif selection == "nearest":
+        ball = hbnn_larq.PoincareBall(q.r)
+        expected = np.argmin([float(ball.dist(tf.cast(p, tf.float64), tf.constant(mapped[0]))) for p in q.points])
+        assert expected == 0  # the active point is at distance lambda_p ||w|| > 0, but others can be nearer
+    else:
+        expected = np.argmax([np.mean(np.sign(m) != np.sign(mapped[0])) for m in mapped])
+    assert int(np.argmin(q.chart_scores(layer.kernel))) == expected
+
+
+def test_fit_with_selection_and_warmup_logs_the_charts():
+    x, y = random_data(64)
+    model = epc_model(t=4)
+    callback = ChartSelection(probe_data=tf.data.Dataset.from_tensor_slices((x, y)).batch(32), warmup_epochs=1)
+    history = model.fit(x, y, epochs=3, batch_size=16, verbose=0, callbacks=[callback])
+    chart_keys = [k for k in history.history if k.startswith("chart/")]
+    assert len(chart_keys) == 2
+    assert len(callback.history) == 2  # epochs 1 and 2, after one warm-up epoch
+    for record in callback.history:
+        for info in record["layers"].values():
+            assert 0 <= info["index"] < 4 and 0.0 <= info["flipped"] <= 1.0
+    # every point was trained during the warm-up epoch
+    for _, q in hbnn_larq.hyperbolic_quantizers(model):
+        assert all(np.linalg.norm(p.numpy()) > 0 for p in q.points)
+
+
+def test_loss_criterion_needs_probe_data():
+    x, y = random_data(16)
+    with pytest.raises(ValueError, match="probe_data"):
+        epc_model().fit(x, y, epochs=1, verbose=0, callbacks=[ChartSelection()])
+
+
+@pytest.mark.parametrize("kwargs, name", [({"every": 0}, "every"), ({"warmup_epochs": -1}, "warmup_epochs")])
+def test_bad_arguments(kwargs, name):
+    with pytest.raises(ValueError, match=f"`{name}`"):
+        ChartSelection(**kwargs)

@@ -1,0 +1,199 @@
+"""Tests of `hbnn_larq.training` and the `train.py` CLI on tiny generated image folders."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import larq as lq
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from hbnn_larq import training
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+from test_data import write_image_folder  # noqa: E402
+
+TRAIN = str(REPO / "train.py")
+TINY = ["--model", "vggsmall", "--width", "0.125", "--batch-size", "8", "--seed", "1"]
+
+
+def run_cli(args, cwd, env_extra=None, timeout=240):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO), **(env_extra or {})}
+    return subprocess.run([sys.executable, TRAIN, *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.fixture
+def tiny(tmp_path, monkeypatch):
+    monkeypatch.setenv("HBNN_CACHE_DIR", str(tmp_path / "cache"))
+    return write_image_folder(tmp_path / "tiny", train_per_class=16, test_per_class=8)
+
+
+# -- the recipe, in-process ----------------------------------------------------------------------
+def _toy_model():
+    inputs = tf.keras.Input((4,))
+    x = tf.keras.layers.Dense(6, name="fp")(inputs)
+    x = tf.keras.layers.BatchNormalization(name="bn")(x)
+    x = lq.layers.QuantDense(3, kernel_quantizer="ste_sign", use_bias=True, name="binary")(x)
+    return tf.keras.Model(inputs, x)
+
+
+def test_weight_decay_on_kernels_only_and_latent_multiplier():
+    model = _toy_model()
+    decayed, latent = training.decayed_variable_names(model), training.latent_kernel_names(model)
+    assert sorted(decayed) == ["binary/kernel:0", "fp/kernel:0"] and latent == ["binary/kernel:0"]
+    opt = training.KernelSGD(l2=0.1, decayed=decayed, scaled=latent, multiplier=3.0, learning_rate=0.5)
+    before = {v.name: v.numpy() for v in model.trainable_variables}
+    opt.apply_gradients([(tf.zeros_like(v), v) for v in model.trainable_variables])
+    for v in model.trainable_variables:
+        expected = before[v.name] * (1 - 0.5 * 0.1 * {"binary/kernel:0": 3.0, "fp/kernel:0": 1.0}.get(v.name, 0.0))
+        np.testing.assert_allclose(v.numpy(), expected, rtol=1e-6, err_msg=v.name)
+
+
+def test_learning_rate_schedule():
+    schedule = training.learning_rate_schedule(0.1, epochs=10, steps_per_epoch=10, warmup_epochs=2)
+    lrs = [float(schedule(step)) for step in (0, 10, 20, 60, 100)]
+    assert lrs[0] == 0 and lrs[1] == pytest.approx(0.05) and lrs[2] == pytest.approx(0.1)
+    assert lrs[2] > lrs[3] > lrs[4] and lrs[4] == pytest.approx(0, abs=1e-7)
+    assert [training.default_warmup_epochs(e) for e in (2, 19, 20, 60, 600)] == [0, 0, 1, 3, 5]
+    no_warmup = training.learning_rate_schedule(0.1, epochs=1, steps_per_epoch=10, warmup_epochs=0)
+    assert float(no_warmup(0)) == pytest.approx(0.1)
+
+
+def test_config_errors_name_parameter_and_choices():
+    with pytest.raises(training.ConfigError, match="`model` must be one of .*vggsmall"):
+        training.TrainConfig(model="alexnet").validate()
+    with pytest.raises(training.ConfigError, match="`quantizer` must be one of .*hbnn"):
+        training.TrainConfig(quantizer="xnor").validate()
+    with pytest.raises(training.ConfigError, match="`epochs` must be an integer >= 1"):
+        training.TrainConfig(epochs=0).validate()
+    with pytest.raises(training.ConfigError, match="Unknown config key.*bogus"):
+        training.TrainConfig.from_dict({"bogus": 1})
+    a, b = training.TrainConfig(), training.TrainConfig(verbose=0, run_dir="x")
+    assert a.default_run_dir() == b.default_run_dir() != training.TrainConfig(lr=0.2).default_run_dir()
+
+
+def test_bad_flags_list_valid_choices(tmp_path):
+    result = run_cli(["--quantizer", "xnor"], cwd=tmp_path, timeout=120)
+    assert result.returncode == 2
+    assert "--quantizer: invalid choice: 'xnor'" in result.stderr and "hbnn" in result.stderr
+    assert "Traceback" not in result.stderr
+    sys.path.insert(0, str(REPO))
+    import train as cli
+
+    for flags, message in ((["--model", "lenet"], "invalid choice: 'lenet'"),
+                           (["--selection", "best"], "'loss'"), (["--epochs", "0"], "must be an integer >= 1")):
+        with pytest.raises(SystemExit):
+            cli.parse_config(flags)
+    missing = tmp_path / "nowhere"
+    assert cli.main(["--dataset", str(missing), "--no-download", "--run-dir", str(tmp_path / "run")]) == 2
+
+
+# -- the CLI, end to end ---------------------------------------------------------------------------
+def test_sigkill_then_same_command_resumes_and_completes(tiny, tmp_path, monkeypatch):
+    """End to end: a run (EPC, t=2) is SIGKILLed after its first epoch, the same command resumes
+    it, and the finished run directory holds every output."""
+    epochs, steps = 4, 6
+    args = [*TINY, "--dataset", str(tiny), "--epochs", str(epochs), "--lr", "0.02", "--cluster-size", "2",
+            "--verbose", "2"]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "HBNN_CACHE_DIR": str(tmp_path / "cache")}
+    process = subprocess.Popen([sys.executable, TRAIN, *args, "--no-export"], cwd=tmp_path, env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline, records = time.time() + 200, []
+    while time.time() < deadline and process.poll() is None and not records:
+        found = list(tmp_path.glob("runs/*/epochs.json"))
+        records = json.loads(found[0].read_text()) if found else []
+        time.sleep(0.05)
+    time.sleep(0.5)  # into the next epoch
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+    (run_dir,) = tmp_path.glob("runs/*")
+    completed = len(json.loads((run_dir / "epochs.json").read_text()))
+    assert 1 <= completed < epochs and not (run_dir / "results.json").exists(), "killed mid-training"
+
+    resumed = run_cli(args, cwd=tmp_path, env_extra={"HBNN_CACHE_DIR": str(tmp_path / "cache")})
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "Epoch 1/" not in resumed.stdout and f"Epoch {epochs}/{epochs}" in resumed.stdout
+    assert f"Epoch {completed + 1}/{epochs}" in resumed.stdout or f"Epoch {completed}/{epochs}" in resumed.stdout
+    results = json.loads((run_dir / "results.json").read_text())
+    assert [r["epoch"] for r in results["epochs"]] == list(range(1, epochs + 1))
+    # The step counter (hence the LR schedule) was restored, not restarted with the process.
+    schedule = training.learning_rate_schedule(0.02, epochs, steps, 0)
+    assert results["epochs"][-1]["lr"] == pytest.approx(float(schedule(epochs * steps - 1)), rel=1e-4)
+
+    assert results["status"] == "complete" and results["config"]["cluster_size"] == 2
+    for record in results["epochs"]:
+        assert 0 <= record["train_accuracy"] <= 1 and 0 <= record["test_accuracy"] <= 1
+        assert 0 <= record["flip_rate_mean"] <= 1 and record["test_loss"] > 0
+    assert results["final"]["test_accuracy"] > 0.5, results["epochs"]  # chance is 1/3
+    assert results["resolved"] == {"epochs": epochs, "weight_decay": 5e-4, "warmup_epochs": 0, "steps_per_epoch": steps}
+    assert results["versions"]["larq"] == lq.__version__ and results["machine"]["cores"] >= 1
+    assert (run_dir / "model.tflite").stat().st_size > 0 and (run_dir / "weights.npz").is_file()
+    assert "chart/" in (run_dir / "history.csv").read_text()
+    assert list((run_dir / "logs").rglob("events.out.tfevents*"))
+    assert "final test accuracy" in resumed.stdout
+    import hbnn_larq.zoo  # noqa: F401  (registers the zoo's custom layers)
+
+    model = tf.keras.models.load_model(run_dir / "model.keras")
+    assert model.output_shape == (None, 3)
+    # Re-running a complete run reports it instead of training again.
+    config = training.TrainConfig(**{**results["config"], "verbose": 0})
+    monkeypatch.chdir(tmp_path)
+    assert training.train(config)["wall_time_s"] == results["wall_time_s"]
+
+
+def test_mirrored_strategy_on_two_logical_cpus(tiny, tmp_path):
+    script = f"""
+import hbnn_larq, json, tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from hbnn_larq.training import TrainConfig, train
+results = train(TrainConfig(model="vggsmall", width=0.125, dataset={str(tiny)!r}, epochs=1, batch_size=8,
+                            run_dir={str(tmp_path / 'run')!r}, strategy="mirrored", export=False, verbose=0))
+print("RESULT", json.dumps({{"replicas": results["replicas"], "epochs": len(results["epochs"])}}))
+"""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "HBNN_CACHE_DIR": str(tmp_path / "cache"), "PYTHONPATH": str(REPO)}
+    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr[-3000:]
+    line = next(l for l in result.stdout.splitlines() if l.startswith("RESULT"))
+    assert json.loads(line.split(" ", 1)[1]) == {"replicas": 2, "epochs": 1}
+
+
+def _free_ports(n):
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def test_multiworker_strategy_with_two_local_workers(tiny, tmp_path):
+    workers = [f"127.0.0.1:{p}" for p in _free_ports(2)]
+    args = [*TINY, "--dataset", str(tiny), "--epochs", "1", "--no-export", "--verbose", "0",
+            "--strategy", "multiworker", "--run-dir", str(tmp_path / "run")]
+    processes = []
+    for index in range(2):
+        tf_config = json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}})
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "TF_CONFIG": tf_config,
+               "HBNN_CACHE_DIR": str(tmp_path / "cache")}
+        processes.append(subprocess.Popen([sys.executable, TRAIN, *args], cwd=tmp_path, env=env,
+                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    try:
+        outputs = [p.communicate(timeout=240) for p in processes]
+    finally:
+        for p in processes:
+            if p.poll() is None:
+                p.kill()
+    for p, (_, err) in zip(processes, outputs):
+        assert p.returncode == 0, err[-3000:]
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["replicas"] == 2 and len(results["epochs"]) == 1

@@ -1,0 +1,130 @@
+"""Train a binarized network (HBNN or a baseline recipe), then export it to a 1-bit `.tflite`.
+
+    python train.py                          # short demo (see DEMO below), a few minutes on 2 cores
+    python train.py --model vggsmall --dataset cifar10 --quantizer hbnn          # the paper's recipe
+    python train.py --config run.json --epochs 10                               # JSON defaults, flags win
+
+Re-running the same command resumes an interrupted run from its last completed epoch.
+The recipe and the outputs are documented in `hbnn_larq/training.py` and `hbnn_larq/data.py`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import hbnn_larq  # noqa: F401  (first: sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+from hbnn_larq import data as data_lib
+from hbnn_larq import recipes, training
+from hbnn_larq.optimizers import POINT_UPDATES
+from hbnn_larq.quantizers import GROUPINGS, SELECTIONS
+from hbnn_larq.zoo import model_names
+
+# `python train.py` without arguments: VGG-Small at width 0.25 on 5,000 CIFAR-10 training images
+# (1,000 test images) for 2 epochs, from the offline CIFAR-10 copy if one is found, otherwise on a
+# generated colour-cue task (labelled "synthetic" in the output).
+DEMO = dict(model="vggsmall", dataset="cifar10", width=0.25, epochs=2, batch_size=128,
+            max_train_examples=5000, max_test_examples=1000)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--config", help="JSON file of TrainConfig fields used as defaults (flags override it)")
+    p.add_argument("--model", choices=model_names(), default="vggsmall")
+    p.add_argument("--dataset", default="cifar10",
+                   help=f"{', '.join(data_lib.TFDS_NAMES)}, {data_lib.SYNTHETIC}, or a path to an image-folder tree or .tar/.tar.gz")
+    p.add_argument("--data-dir", help="folder with offline copies (cifar10-jpeg.tar.gz, imagenette-224.tar) or TFDS data dir")
+    p.add_argument("--quantizer", choices=recipes.recipe_names(), default="hbnn", help="weight-binarization recipe")
+    p.add_argument("--epochs", type=_positive_int, help="default: 600 for 32-px data, 250 for ImageNet-like")
+    p.add_argument("--batch-size", type=_positive_int, default=256, help="global batch size")
+    p.add_argument("--lr", type=_positive_float, default=0.1, help="peak learning rate (cosine decay to 0)")
+    p.add_argument("--momentum", type=float, default=0.9)
+    p.add_argument("--warmup-epochs", type=_non_negative_float, help="linear warm-up; default min(5, epochs // 20)")
+    p.add_argument("--weight-decay", type=_non_negative_float,
+                   help="coupled L2 on kernels only; default 5e-4 for 32-px data, 1e-4 for ImageNet-like")
+    p.add_argument("--latent-lr-multiplier", type=_positive_float, default=1.0, help="LR multiplier of latent binary kernels")
+    p.add_argument("--point-lr-multiplier", type=_positive_float, default=100.0, help="LR multiplier of the HBNN points")
+    p.add_argument("--point-update", choices=POINT_UPDATES, default="rsgd")
+    p.add_argument("--radius", type=_positive_float, help="HBNN curvature r (default: the recipe's, 0.05 for hbnn)")
+    p.add_argument("--cluster-size", type=_positive_int, default=1, help="EPC cluster size t")
+    p.add_argument("--selection", choices=SELECTIONS, default="loss", help="EPC chart selection criterion")
+    p.add_argument("--grouping", choices=GROUPINGS, default="layer")
+    p.add_argument("--width", type=_positive_float, default=1.0, help="channel-width multiplier")
+    p.add_argument("--image-size", type=_positive_int, help="model input side; default native (32-px data) or 224")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--strategy", choices=training.STRATEGIES, default="default")
+    p.add_argument("--run-dir", help="default runs/<model>-<dataset>-<quantizer>-<config hash>")
+    p.add_argument("--max-train-examples", type=_positive_int, help="train on a seeded random subset")
+    p.add_argument("--max-test-examples", type=_positive_int, help="evaluate on a seeded random subset")
+    p.add_argument("--no-export", dest="export", action="store_false", help="skip the .tflite conversion")
+    p.add_argument("--no-download", dest="download", action="store_false", help="never let TFDS download")
+    p.add_argument("--overwrite", action="store_true", help="retrain a run whose results.json is complete")
+    p.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1, help="Keras progress output")
+    return p
+
+
+def parse_config(argv: list[str]) -> training.TrainConfig:
+    parser = build_parser()
+    if not argv:
+        print("No arguments: running the short demo (python train.py --help for the full CLI).", flush=True)
+        return _demo_config()
+    known, _ = parser.parse_known_args(argv)
+    if known.config:
+        try:
+            with open(known.config) as f:
+                defaults = training.TrainConfig.from_dict(json.load(f)).to_dict()
+        except (OSError, ValueError) as error:
+            parser.error(f"--config {known.config}: {error}")
+        parser.set_defaults(**defaults)
+    values = vars(parser.parse_args(argv))
+    values.pop("config")
+    return training.TrainConfig(**values)
+
+
+def _demo_config() -> training.TrainConfig:
+    config = training.TrainConfig(**DEMO, download=False)
+    try:
+        found = data_lib.find_offline(config.dataset) is not None
+    except data_lib.DataError:
+        found = False
+    if not found:
+        print("No offline CIFAR-10 found: the demo trains on a SYNTHETIC generated dataset instead.", flush=True)
+        config.dataset = data_lib.SYNTHETIC
+    return config
+
+
+def main(argv: list[str] | None = None) -> int:
+    config = parse_config(sys.argv[1:] if argv is None else argv)
+    try:
+        results = training.train(config)
+    except (training.ConfigError, data_lib.DataError) as error:
+        print(f"train.py: error: {error}", file=sys.stderr)
+        return 2
+    print(training.summary_text(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
