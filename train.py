@@ -81,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-export", dest="export", action="store_false", help="skip the .tflite conversion")
     p.add_argument("--no-download", dest="download", action="store_false", help="never let TFDS download")
     p.add_argument("--overwrite", action="store_true", help="retrain a run whose results.json is complete")
+    p.add_argument("--run-eagerly", action="store_true",
+                   help="no graph tracing (debugging; faster for runs of a few dozen steps, slower otherwise)")
     p.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1, help="Keras progress output")
     return p
 

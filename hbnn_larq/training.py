@@ -60,7 +60,7 @@ from hbnn_larq.selection import ChartSelection
 
 STRATEGIES = ("default", "mirrored", "multiworker")
 # Fields that name outputs or verbosity: they do not change the run, so not its default directory.
-_NOT_HASHED = ("run_dir", "export", "verbose", "overwrite", "download")
+_NOT_HASHED = ("run_dir", "export", "verbose", "overwrite", "download", "run_eagerly")
 
 
 class ConfigError(ValueError):
@@ -101,6 +101,7 @@ class TrainConfig:
     export: bool = True
     download: bool = True
     overwrite: bool = False
+    run_eagerly: bool = False
     verbose: int = 1
 
     def validate(self) -> "TrainConfig":
@@ -418,7 +419,7 @@ def train(config: TrainConfig, *, model_fn=None) -> dict:
         model = (model_fn or build_model)(config, dataset)
         schedule = learning_rate_schedule(config.lr, epochs, dataset.steps_per_epoch, warmup)
         model.compile(make_optimizer(config, model, schedule, weight_decay),
-                      loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+                      loss="sparse_categorical_crossentropy", metrics=["accuracy"], run_eagerly=config.run_eagerly)
     callbacks = _callbacks(config, run_dir, dataset, model, chief)
     model.fit(dataset.train, validation_data=dataset.test, epochs=epochs, callbacks=callbacks,
               verbose=config.verbose)

@@ -21,7 +21,8 @@ sys.path.insert(0, str(REPO / "tests"))
 from test_data import write_image_folder  # noqa: E402
 
 TRAIN = str(REPO / "train.py")
-TINY = ["--model", "vggsmall", "--width", "0.125", "--batch-size", "8", "--seed", "1"]
+# Eager mode: tracing the training step costs 30-60 s on a busy 2-core machine, more than these runs.
+TINY = ["--model", "vggsmall", "--width", "0.125", "--batch-size", "8", "--seed", "1", "--run-eagerly"]
 
 
 def run_cli(args, cwd, env_extra=None, timeout=240):
@@ -156,7 +157,8 @@ cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 from hbnn_larq.training import TrainConfig, train
 results = train(TrainConfig(model="vggsmall", width=0.125, dataset={str(tiny)!r}, epochs=1, batch_size=8,
-                            run_dir={str(tmp_path / 'run')!r}, strategy="mirrored", export=False, verbose=0))
+                            run_dir={str(tmp_path / 'run')!r}, strategy="mirrored", export=False, verbose=0,
+                            run_eagerly=True))
 print("RESULT", json.dumps({{"replicas": results["replicas"], "epochs": len(results["epochs"])}}))
 """
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "HBNN_CACHE_DIR": str(tmp_path / "cache"), "PYTHONPATH": str(REPO)}

@@ -11,6 +11,9 @@ from hbnn_larq.export import binarized_layers, op_names
 from hbnn_larq.zoo import common, resnet, sizes
 
 CIFAR = (32, 32, 3)
+# Building a HyperbolicSign layer traces its exponential map (~0.5 s per layer on a loaded
+# 2-core machine): tests about the architecture alone use the stateless sign quantizer.
+FAST = {"kernel_quantizer": "ste_sign"}
 
 
 # -- independent references --------------------------------------------------------------------
@@ -68,7 +71,7 @@ def test_vggsmall_parameter_count_matches_reference():
     ],
 )
 def test_resnet_parameter_counts_match_reference(name, kwargs, blocks, stem_kernel, millions):
-    model = zoo.get_model(name, **kwargs)
+    model = zoo.get_model(name, **FAST, **kwargs)
     expected = resnet_reference_params(blocks, kwargs.get("num_classes", 10), stem_kernel)
     assert sizes.count_parameters(model)["params"] == expected
     assert round(expected / 1e6, 1) == millions
@@ -84,17 +87,17 @@ def test_resnet_parameter_counts_match_reference(name, kwargs, blocks, stem_kern
     ],
 )
 def test_include_top_false_returns_feature_map(name, kwargs, shape):
-    model = zoo.get_model(name, include_top=False, width=0.25, **kwargs)
+    model = zoo.get_model(name, include_top=False, width=0.25, **FAST, **kwargs)
     assert model.output_shape == (None, *shape)
 
 
 @pytest.mark.parametrize("name", ["vggsmall", "resnet18"])
 def test_arbitrary_num_classes(name):
-    model = zoo.get_model(name, num_classes=7, width=0.125)
+    model = zoo.get_model(name, num_classes=7, width=0.125, **FAST)
     probabilities = model(np.random.default_rng(0).normal(size=(2, *CIFAR)).astype("float32"), training=False)
     assert probabilities.shape == (2, 7)
     np.testing.assert_allclose(np.sum(probabilities, axis=-1), 1.0, rtol=1e-5)
-    logits = zoo.get_model(name, num_classes=7, width=0.125, classifier_activation=None)
+    logits = zoo.get_model(name, num_classes=7, width=0.125, classifier_activation=None, **FAST)
     assert logits.layers[-1].name == "logits"
 
 
@@ -103,7 +106,7 @@ def test_arbitrary_num_classes(name):
                              ((224, 224, 3), "imagenet"), (None, "cifar")]
 )
 def test_variant_inferred_from_input_size(input_shape, variant):
-    model = zoo.ResNet18(input_shape=input_shape, width=0.125)
+    model = zoo.ResNet18(input_shape=input_shape, width=0.125, **FAST)
     assert model.get_layer("stem_conv").kernel_size == ((3, 3) if variant == "cifar" else (7, 7))
     assert resnet.infer_variant(input_shape, None) == variant
 
@@ -111,11 +114,17 @@ def test_variant_inferred_from_input_size(input_shape, variant):
 def test_binary_conv_counts_and_layer_settings():
     expected = {"vggsmall": 5, "resnet18": 16, "resnet34": 32}
     for name, count in expected.items():
-        layers = binarized_layers(zoo.get_model(name, width=0.125))
+        layers = binarized_layers(zoo.get_model(name, width=0.125, **FAST))
         assert len(layers) == count
         for layer in layers:
             assert layer.pad_values == 1.0 and not layer.use_bias
             assert lq.quantizers.serialize(layer.input_quantizer)["class_name"] == "ApproxSign"
+
+
+def test_equally_shaped_layers_start_with_different_kernels():
+    model = zoo.ResNet18(width=0.125, **FAST)
+    first, second = (model.get_layer(f"stage1_block1_conv{i}").kernel.numpy() for i in (1, 2))
+    assert first.shape == second.shape and not np.allclose(first, second)
 
 
 # -- kernel quantizers -------------------------------------------------------------------------
@@ -188,7 +197,8 @@ def test_hardtanh_before_binary_conv_is_redundant_with_approx_sign():
 
 
 def test_explicit_hardtanh_gives_same_outputs_and_gradients():
-    models = [zoo.VGGSmall(width=0.125, explicit_hardtanh=flag, classifier_activation=None) for flag in (False, True)]
+    models = [zoo.VGGSmall(width=0.125, explicit_hardtanh=flag, classifier_activation=None, **FAST)
+              for flag in (False, True)]
     models[1].set_weights(models[0].get_weights())
     x = np.random.default_rng(1).normal(size=(4, *CIFAR)).astype("float32")
     results = []
@@ -250,7 +260,7 @@ def test_lce_conversion_binarizes_every_conv_and_matches_keras(name, kwargs, flo
 # -- registry and bad input --------------------------------------------------------------------
 def test_registry():
     assert set(zoo.MODELS) == {"vggsmall", "resnet18", "resnet34"}
-    assert zoo.get_model("ResNet18", width=0.125).name == "resnet18"
+    assert zoo.get_model("ResNet18", width=0.125, **FAST).name == "resnet18"
     with pytest.raises(ValueError, match="'resnet18', 'resnet34', 'vggsmall'"):
         zoo.get_model("vgg16")
 

@@ -294,7 +294,9 @@ def _restore_binary_kernel(layer, stored, key, shape, path) -> None:
     _assign(layer.kernel, kernel, key, path)
     _reset_quantizer_state(layer.kernel_quantizer)
     restored = quantized_kernel(layer)
-    if not np.allclose(restored, kernel, rtol=1e-6, atol=0.0):
+    # Exact for sign quantizers; a recomputed per-channel mean (magnitude_aware_sign) may differ
+    # from the stored scale by float32 summation rounding.
+    if not np.allclose(restored, kernel, rtol=1e-5, atol=0.0):
         raise ValueError(
             f"The kernel quantizer of {layer.name!r} ({type(layer.kernel_quantizer).__name__}) does not "
             "reproduce the stored binary kernel from it; build the model with a sign-type quantizer "

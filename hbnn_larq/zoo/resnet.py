@@ -35,8 +35,13 @@ DEFAULT_INPUT_SHAPES = {"cifar": (32, 32, 3), "imagenet": (224, 224, 3)}
 MAX_CIFAR_SIDE = 64
 BLOCKS = {"resnet18": (2, 2, 2, 2), "resnet34": (3, 4, 6, 3)}
 
-CONV_INIT = tf.keras.initializers.VarianceScaling(2.0, mode="fan_in", distribution="untruncated_normal")
 IMAGENET_BN_GAMMA = 1e-8
+
+
+def conv_init():
+    """Kaiming-normal (fan-in), a fresh instance per layer (an unseeded Keras initializer
+    instance returns the same values on every call)."""
+    return tf.keras.initializers.VarianceScaling(2.0, mode="fan_in", distribution="untruncated_normal")
 
 
 def ResNet18(**kwargs) -> tf.keras.Model:
@@ -127,7 +132,7 @@ def binary_resnet(
     def binary_conv(filters, strides, name):
         return common.binary_conv(filters, 3, strides=strides, make_quantizer=make_quantizer,
                                   kernel_constraint=kernel_constraint, input_quantizer=input_quantizer,
-                                  pad_values=pad_values, kernel_initializer=CONV_INIT, name=name)
+                                  pad_values=pad_values, kernel_initializer=conv_init(), name=name)
 
     imagenet = variant == "imagenet"
     gamma = tf.keras.initializers.Constant(IMAGENET_BN_GAMMA) if imagenet else "ones"
@@ -146,7 +151,7 @@ def binary_resnet(
 
 def _full_precision_conv(filters, kernel_size, strides, name):
     return tf.keras.layers.Conv2D(filters, kernel_size, strides=strides, padding="same", use_bias=False,
-                                  kernel_initializer=CONV_INIT, name=name)
+                                  kernel_initializer=conv_init(), name=name)
 
 
 def _cifar_stem(x, filters, gamma):

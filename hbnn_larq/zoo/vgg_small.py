@@ -23,9 +23,16 @@ POOL_AFTER = (1, 3, 5)  # 1-based indices of the binary convs followed by a 2×2
 STEM_FILTERS = 128
 DEFAULT_INPUT_SHAPE = (32, 32, 3)
 
-# Reference init (IR-Net/RBNN/ReCU vgg.py): convs N(0, 2/(9·C_out)), Linear N(0, 0.01²).
-CONV_INIT = tf.keras.initializers.VarianceScaling(2.0, mode="fan_out", distribution="untruncated_normal")
-DENSE_INIT = tf.keras.initializers.RandomNormal(stddev=0.01)
+
+# Reference init (IR-Net/RBNN/ReCU vgg.py): convs N(0, 2/(9·C_out)), Linear N(0, 0.01²). A fresh
+# initializer per layer: an unseeded Keras initializer instance returns the same values on every
+# call, which would start equally shaped layers with identical kernels.
+def conv_init():
+    return tf.keras.initializers.VarianceScaling(2.0, mode="fan_out", distribution="untruncated_normal")
+
+
+def dense_init():
+    return tf.keras.initializers.RandomNormal(stddev=0.01)
 
 
 def VGGSmall(
@@ -113,7 +120,7 @@ def VGGSmall(
 
     x, inputs = common.model_inputs(input_shape, input_tensor, DEFAULT_INPUT_SHAPE)
     x = tf.keras.layers.Conv2D(common.scaled(STEM_FILTERS, width), 3, padding="same", use_bias=False,
-                               kernel_initializer=CONV_INIT, name="conv0")(x)
+                               kernel_initializer=conv_init(), name="conv0")(x)
     x = common.batch_norm("conv0_bn")(x)
     x = common.HardTanh(name="conv0_hardtanh")(x)
     for index, filters in enumerate(BINARY_FILTERS, start=1):
@@ -133,7 +140,7 @@ def VGGSmall(
     if include_top:
         x = tf.keras.layers.Flatten(name="flatten")(x)
         x = common.classifier(x, num_classes, classifier_activation=classifier_activation,
-                              kernel_initializer=DENSE_INIT)
+                              kernel_initializer=dense_init())
     model = tf.keras.Model(inputs, x, name=MODEL_NAME)
     return pretrained.finish(model, metadata, weights_path)
 
@@ -144,7 +151,7 @@ def _binary_block(x, index, *, filters, pool, last, make_quantizer, kernel_const
     name = f"conv{index}"
     x = common.binary_conv(filters, 3, make_quantizer=make_quantizer, kernel_constraint=kernel_constraint,
                            input_quantizer=input_quantizer, pad_values=pad_values,
-                           kernel_initializer=CONV_INIT, name=name)(x)
+                           kernel_initializer=conv_init(), name=name)(x)
     pool_layer = tf.keras.layers.MaxPooling2D(2, name=f"{name}_pool") if pool else None
     if pool_layer is not None and not bn_before_pool:
         x = pool_layer(x)

@@ -1,0 +1,209 @@
+"""Accuracy at a matched training budget: HBNN vs a tuned sign/STE baseline, side by side.
+
+Every run is a plain `python train.py ...` command (exactly what a user would run); its
+`results.json` is collected into `benchmarks/results/accuracy-<protocol>.json`. A run that already
+has a result is skipped, so the benchmark can be extended and resumed across sittings.
+
+```bash
+python benchmarks/accuracy.py --protocol quick --stage tune          # one seed, sweeps
+python benchmarks/accuracy.py --protocol quick --stage final         # >= 3 seeds of the rows
+python benchmarks/accuracy.py --protocol quick --table               # print the table only
+python benchmarks/accuracy.py --protocol quick --rows ste hbnn-m100 --seeds 0 1 2
+```
+
+Protocols
+- `quick`: VGGSmall at width 0.25 on the offline CIFAR-10 copy, 10 epochs, batch 256, lr 0.1,
+  cosine decay, 1 warm-up epoch, weight decay 5e-4: one run takes 15-25 min on 2 CPU cores.
+- `paper`: the paper's recipe (full width, 600 epochs) for users with GPUs.
+- `imagenette`: ImageNet-variant ResNet18 at width 0.25, 64 px, 10 epochs on Imagenette.
+- `radius`: `quick` with r in {0.01, 0.05, 0.1, 0.5, 1, 5}, ball and boundary (Table 1 in spirit).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+RUNS = ROOT / "benchmarks" / "runs"
+
+PROTOCOLS = {
+    "quick": ["--model", "vggsmall", "--dataset", "cifar10", "--width", "0.25", "--epochs", "10",
+              "--batch-size", "256", "--lr", "0.1", "--warmup-epochs", "1"],
+    "paper": ["--model", "vggsmall", "--dataset", "cifar10", "--epochs", "600"],
+    "imagenette": ["--model", "resnet18", "--dataset", "imagenette", "--width", "0.25", "--image-size", "64",
+                   "--epochs", "10", "--batch-size", "128", "--lr", "0.1", "--warmup-epochs", "1"],
+}
+PROTOCOLS["radius"] = PROTOCOLS["quick"]
+
+HBNN = ["--quantizer", "hbnn"]
+EPC = HBNN + ["--cluster-size", "4"]
+# Rows: name -> (stage, extra train.py flags). "paper" rows use the paper's recipe as written
+# (points stepped with the plain learning rate); "tune" rows sweep the one knob each method has
+# on one seed; "final" rows are the tuned settings run with >= 3 seeds.
+ROWS = {
+    "ste": ("paper", ["--quantizer", "ste_sign"]),
+    "hbnn-m1": ("paper", HBNN + ["--point-lr-multiplier", "1"]),
+    "hbnn-boundary-m1": ("paper", ["--quantizer", "hbnn-boundary", "--point-lr-multiplier", "1"]),
+    "ste-wlr3": ("tune", ["--quantizer", "ste_sign", "--latent-lr-multiplier", "3"]),
+    "ste-wlr10": ("tune", ["--quantizer", "ste_sign", "--latent-lr-multiplier", "10"]),
+    "hbnn-m10": ("tune", HBNN + ["--point-lr-multiplier", "10"]),
+    "hbnn-m100": ("tune", HBNN + ["--point-lr-multiplier", "100"]),
+    "hbnn-m300": ("tune", HBNN + ["--point-lr-multiplier", "300"]),
+    "hbnn-m100-wlr3": ("tune", HBNN + ["--point-lr-multiplier", "100", "--latent-lr-multiplier", "3"]),
+    "hbnn-channel-m100": ("tune", HBNN + ["--point-lr-multiplier", "100", "--grouping", "channel"]),
+    "hbnn-boundary-m100": ("tune", ["--quantizer", "hbnn-boundary", "--point-lr-multiplier", "100"]),
+    "epc4-loss-m100": ("tune", EPC + ["--point-lr-multiplier", "100", "--selection", "loss"]),
+    "epc4-geometric-m100": ("tune", EPC + ["--point-lr-multiplier", "100", "--selection", "geometric"]),
+}
+RADIUS_ROWS = {
+    f"{kind}-r{r}": ("radius", ["--quantizer", quantizer, "--radius", str(r), "--point-lr-multiplier", "100"])
+    for r in (0.01, 0.05, 0.1, 0.5, 1.0, 5.0)
+    for kind, quantizer in (("ball", "hbnn"), ("boundary", "hbnn-boundary"))
+}
+
+
+def rows_for(protocol: str) -> dict:
+    return RADIUS_ROWS if protocol == "radius" else ROWS
+
+
+def run_id(row: str, seed: int) -> str:
+    return f"{row}-s{seed}"
+
+
+def load(protocol: str) -> dict:
+    path = RESULTS / f"accuracy-{protocol}.json"
+    return json.loads(path.read_text()) if path.exists() else {"protocol": protocol, "runs": {}}
+
+
+def save(protocol: str, store: dict) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"accuracy-{protocol}.json"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(store, indent=1))
+    tmp.replace(path)
+
+
+def command(protocol: str, row: str, seed: int) -> list[str]:
+    flags = rows_for(protocol)[row][1]
+    run_dir = RUNS / protocol / run_id(row, seed)
+    return [sys.executable, str(ROOT / "train.py"), *PROTOCOLS[protocol], *flags, "--seed", str(seed),
+            "--run-dir", str(run_dir), "--no-export", "--verbose", "2"]
+
+
+def flip_history(run_dir: Path) -> dict[str, list[float]]:
+    """Per-epoch flip rates (`flips/<layer>`, `flips_total/<layer>`, and their means) from the
+    run's CSV log (written by `FlipRateMonitor` through `CSVLogger`)."""
+    with open(run_dir / "history.csv") as f:
+        rows = list(csv.DictReader(f))
+    return {key: [float(r[key]) for r in rows] for key in rows[0] if key.startswith("flips")} if rows else {}
+
+
+def summarise_run(results: dict, run_dir: Path, cmd: list[str]) -> dict:
+    """The numbers the table and the plots need, from one run's outputs."""
+    epochs = results["epochs"]
+    test = [e["test_accuracy"] for e in epochs]
+    best = max(range(len(test)), key=lambda i: test[i])
+    flips = flip_history(run_dir)
+    return {
+        "command": " ".join("python" if c == sys.executable else str(Path(c).relative_to(ROOT)) if c.startswith(str(ROOT)) else c for c in cmd),
+        "final_test_accuracy": results["final"]["test_accuracy"],
+        "best_test_accuracy": test[best],
+        "best_epoch": best + 1,
+        "test_accuracy_per_epoch": test,
+        "train_accuracy_per_epoch": [e["train_accuracy"] for e in epochs],
+        "flips": flips,
+        "wall_time_s": results.get("wall_time_s"),
+        "machine": results.get("machine"),
+    }
+
+
+def run(protocol: str, row: str, seed: int, store: dict) -> None:
+    key = run_id(row, seed)
+    if key in store["runs"]:
+        print(f"skip {key}: already measured")
+        return
+    cmd = command(protocol, row, seed)
+    print("run:", " ".join(cmd), flush=True)
+    log_dir = RUNS / protocol
+    log_dir.mkdir(parents=True, exist_ok=True)
+    with open(log_dir / f"{key}.log", "a") as log:
+        code = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    results_path = RUNS / protocol / key / "results.json"
+    if code != 0 or not results_path.exists():
+        print(f"FAILED {key} (exit {code}); see {log_dir / (key + '.log')}")
+        return
+    store["runs"][key] = {"row": row, "seed": seed, **summarise_run(json.loads(results_path.read_text()), results_path.parent, cmd)}
+    save(protocol, store)
+
+
+def table(store: dict) -> list[dict]:
+    by_row: dict[str, list[dict]] = {}
+    for entry in store["runs"].values():
+        by_row.setdefault(entry["row"], []).append(entry)
+    lines = []
+    for row, entries in sorted(by_row.items(), key=lambda kv: -statistics.mean(e["final_test_accuracy"] for e in kv[1])):
+        finals = [100 * e["final_test_accuracy"] for e in entries]
+        lines.append({
+            "row": row,
+            "seeds": len(entries),
+            "final_mean": statistics.mean(finals),
+            "final_std": statistics.stdev(finals) if len(finals) > 1 else 0.0,
+            "best_mean": statistics.mean(100 * e["best_test_accuracy"] for e in entries),
+            "best_epoch": statistics.mean(e["best_epoch"] for e in entries),
+            "flips_total": statistics.mean(e["flips"].get("flips_total/mean", [0])[-1] for e in entries),
+            "minutes": statistics.mean((e["wall_time_s"] or 0) / 60 for e in entries),
+        })
+    return lines
+
+
+def print_table(store: dict) -> None:
+    header = f"{'row':24s} {'seeds':>5s} {'final test acc %':>18s} {'best %':>7s} {'best ep':>7s} {'flips':>6s} {'min/run':>7s}"
+    print(f"protocol: {store['protocol']}  ({' '.join(PROTOCOLS[store['protocol']])})")
+    print(header)
+    print("-" * len(header))
+    for line in table(store):
+        print(f"{line['row']:24s} {line['seeds']:5d} {line['final_mean']:10.2f} ± {line['final_std']:5.2f} "
+              f"{line['best_mean']:7.2f} {line['best_epoch']:7.1f} {line['flips_total']:6.3f} {line['minutes']:7.1f}")
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--protocol", choices=sorted(PROTOCOLS), default="quick")
+    parser.add_argument("--stage", choices=["paper", "tune", "final", "radius", "all"], default=None,
+                        help="which rows to run (final = --rows with --seeds)")
+    parser.add_argument("--rows", nargs="*", default=None, help="row names (see ROWS in this file)")
+    parser.add_argument("--seeds", nargs="*", type=int, default=[0])
+    parser.add_argument("--table", action="store_true", help="only print the table of what is measured")
+    args = parser.parse_args(argv)
+
+    store = load(args.protocol)
+    rows = rows_for(args.protocol)
+    if not args.table:
+        if args.rows:
+            unknown = sorted(set(args.rows) - set(rows))
+            if unknown:
+                parser.error(f"unknown --rows {unknown}; valid: {', '.join(rows)}")
+            selected = args.rows
+        else:
+            stage = args.stage or ("radius" if args.protocol == "radius" else "paper")
+            selected = [name for name, (row_stage, _) in rows.items() if stage == "all" or row_stage == stage]
+        started = time.time()
+        for seed in args.seeds:
+            for row in selected:
+                run(args.protocol, row, seed, store)
+        print(f"done in {(time.time() - started) / 60:.1f} min")
+    store["table"] = table(store)
+    save(args.protocol, store)
+    print_table(store)
+
+
+if __name__ == "__main__":
+    main()
