@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import resource
 import statistics
 import subprocess
@@ -90,13 +89,6 @@ def measure_memory(model_name: str, batch_size: int) -> dict:
     return {v: {"peak_rss_mb": peaks[v], "ratio_to_ste": peaks[v] / peaks["ste_sign"]} for v in VARIANTS}
 
 
-def machine() -> dict:
-    import os
-
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), platform.processor())
-    return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform()}
-
-
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="*", default=["vggsmall", "resnet18"], choices=["vggsmall", "resnet18", "resnet34"])
@@ -110,6 +102,7 @@ def main(argv=None) -> None:
         return
 
     import hbnn_larq  # noqa: F401  (legacy Keras set-up before TensorFlow loads)
+    from hbnn_larq.training import machine
 
     report = {"batch_size": args.batch_size, "rounds": args.rounds, "steps_per_round": args.steps,
               "machine": machine(), "models": {}}
@@ -119,7 +112,7 @@ def main(argv=None) -> None:
     out = ROOT / "benchmarks" / "results" / "overhead.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1))
-    print(f"machine: {report['machine']['cpu']}, {report['machine']['cores']} cores; batch {args.batch_size}")
+    print(f"machine: {report['machine']}; batch {args.batch_size}")
     print(f"{'model':10s} {'variant':10s} {'s/step':>8s} {'x STE':>6s} {'peak MB':>8s} {'x STE':>6s}")
     for name, parts in report["models"].items():
         for v in VARIANTS:

@@ -117,6 +117,15 @@ class ImageDataset:
     mean: tuple
     std: tuple
     source: str
+    streamed_files: list = dataclasses.field(default_factory=list)
+
+    def check_files(self) -> None:
+        """Raise `UnreadableImagesError` if a file decoded on the fly (not cached) is unreadable.
+
+        Call it when the pipeline failed with a bare `tf.errors.InvalidArgumentError`."""
+        bad = find_unreadable(self.streamed_files) if self.streamed_files else []
+        if bad:
+            raise UnreadableImagesError(bad)
 
     @property
     def input_shape(self) -> tuple:
@@ -383,6 +392,7 @@ class _Split:
 
     examples: tf.data.Dataset
     count: int
+    streamed_files: tuple = ()
 
 
 def _folder_split(paths, labels, picks, storage_size: int, crop: bool, budget: int):
@@ -395,9 +405,10 @@ def _folder_split(paths, labels, picks, storage_size: int, crop: bool, budget: i
         images = _cached_decode(paths, storage_size, crop)[picks]
         return _Split(tf.data.Dataset.from_tensor_slices((images, labels[picks])), len(picks)), images
     decode = _decoder(storage_size, crop)
-    ds = tf.data.Dataset.from_tensor_slices(([paths[i] for i in picks], labels[picks]))
+    files = [paths[i] for i in picks]
+    ds = tf.data.Dataset.from_tensor_slices((files, labels[picks]))
     ds = ds.map(lambda p, y: (decode(p), y), num_parallel_calls=tf.data.AUTOTUNE)
-    return _Split(ds, len(picks)), None
+    return _Split(ds, len(picks), tuple(files)), None
 
 
 def _native_size(path: str) -> int:
@@ -540,5 +551,6 @@ def load_dataset(
         num_classes=len(classes), class_names=classes, image_size=size,
         num_train=train.count, num_test=test.count, steps_per_epoch=train.count // batch_size,
         style=style, mean=tuple(float(m) for m in mean), std=tuple(float(s) for s in std), source=source,
+        streamed_files=[*train.streamed_files, *test.streamed_files],
     )
 

@@ -351,21 +351,22 @@ def machine() -> dict:
     return {"cpu_model": cpu, "cores": usable, "platform": platform.platform(), "hostname": platform.node()}
 
 
-def save_model(model: tf.keras.Model, path: Path) -> None:
-    """`model` as `.keras`, without optimizer state (the training optimizer is not needed to
-    reload it, and `import hbnn_larq` is then all a reader needs)."""
+def standalone_copy(model: tf.keras.Model, weights) -> tf.keras.Model:
+    """A copy of `model` outside any distribution strategy holding `weights`, so that saving and
+    converting it needs no collective op (non-chief workers may have exited by then)."""
     copy = tf.keras.models.clone_model(model)
-    copy.set_weights(model.get_weights())
-    copy.save(str(path))
+    copy.set_weights(weights)
+    return copy
 
 
-def _export(model, run_dir: Path, dataset, config) -> dict:
+def _export(model, metadata: dict, run_dir: Path, config) -> dict:
+    """Write `model.keras` (no optimizer state: `import hbnn_larq` is all a reader needs),
+    `weights.npz` (bit-packed) and, unless disabled, `model.tflite`."""
     from hbnn_larq.zoo import save_pretrained
 
+    model.save(str(run_dir / "model.keras"))
     artifacts = {"model": str(run_dir / "model.keras")}
-    save_model(model, run_dir / "model.keras")
-    weights = save_pretrained(model, run_dir / "weights.npz", metadata={"dataset": dataset.summary()})
-    artifacts["weights"] = str(weights)
+    artifacts["weights"] = str(save_pretrained(model, run_dir / "weights.npz", metadata=metadata))
     if config.export:
         flatbuffer = convert_keras_model(model)
         (run_dir / "model.tflite").write_bytes(flatbuffer)
@@ -392,11 +393,12 @@ def train(config: TrainConfig, *, model_fn=None) -> dict:
     start = time.time()
     run_dir = Path(config.run_dir) if config.run_dir else config.default_run_dir()
     results_path = run_dir / "results.json"
-    if results_path.is_file() and not config.overwrite:
-        results = json.loads(results_path.read_text())
-        if results.get("status") == "complete":
+    if results_path.is_file() and json.loads(results_path.read_text()).get("status") == "complete":
+        if not config.overwrite:
             _say(config, f"Run {run_dir} is already complete (pass --overwrite to train again).")
-            return results
+            return json.loads(results_path.read_text())
+        for stale in ("results.json", "epochs.json", "history.csv"):
+            (run_dir / stale).unlink(missing_ok=True)
     strategy = make_strategy(config.strategy)
     chief = is_chief(strategy)
     tf.keras.utils.set_random_seed(config.seed)
@@ -421,13 +423,21 @@ def train(config: TrainConfig, *, model_fn=None) -> dict:
         model.compile(make_optimizer(config, model, schedule, weight_decay),
                       loss="sparse_categorical_crossentropy", metrics=["accuracy"], run_eagerly=config.run_eagerly)
     callbacks = _callbacks(config, run_dir, dataset, model, chief)
-    model.fit(dataset.train, validation_data=dataset.test, epochs=epochs, callbacks=callbacks,
-              verbose=config.verbose)
-    test_loss, test_accuracy = model.evaluate(dataset.test, verbose=0)
-    records = json.loads((run_dir / "epochs.json").read_text()) if (run_dir / "epochs.json").is_file() else []
+    try:
+        model.fit(dataset.train, validation_data=dataset.test, epochs=epochs, callbacks=callbacks,
+                  verbose=config.verbose)
+        test_loss, test_accuracy = model.evaluate(dataset.test, verbose=0)
+    except tf.errors.InvalidArgumentError:
+        dataset.check_files()  # a file decoded on the fly is unreadable: name it instead
+        raise
+    weights = model.get_weights()  # every worker: reading synchronised variables is a collective op
     if not chief:
-        return {"status": "complete", "test_accuracy": float(test_accuracy)}
-    artifacts = _export(model, run_dir, dataset, config)
+        return {"status": "complete", "final": {"test_accuracy": float(test_accuracy)}}
+    from hbnn_larq.zoo.pretrained import zoo_metadata
+
+    metadata = {**(zoo_metadata(model) or {"model": config.model}), "dataset": dataset.summary()}
+    artifacts = _export(standalone_copy(model, weights), metadata, run_dir, config)
+    records = json.loads((run_dir / "epochs.json").read_text())
     results = {
         "status": "complete",
         "config": config.to_dict(), "resolved": recipe, "dataset": dataset.summary(),

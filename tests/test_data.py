@@ -128,3 +128,16 @@ def test_synthetic_dataset_is_learnable_signal():
     means = x.mean((1, 2))
     same = [np.abs(means[y == c] - means[y == c].mean(0)).max() for c in np.unique(y) if (y == c).sum() > 1]
     assert max(same) < 0.5  # a class's images share their mean colour
+
+
+def test_unreadable_streamed_images_are_found(tmp_path, cache, monkeypatch):
+    monkeypatch.setenv("HBNN_CACHE_MAX_BYTES", "0")  # too big to cache: decoded on the fly
+    root = write_image_folder(tmp_path / "tiny")
+    bad = root / "test" / "class_0" / "zz-broken.jpg"
+    bad.write_bytes(b"garbage")
+    ds = data.load_dataset(str(root), batch_size=4)
+    assert len(ds.streamed_files) == 37 and not list(cache.glob("decoded/*.npy"))
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        list(ds.test)
+    with pytest.raises(data.UnreadableImagesError, match="zz-broken.jpg"):
+        ds.check_files()

@@ -93,6 +93,13 @@ def test_bad_flags_list_valid_choices(tmp_path):
                            (["--selection", "best"], "'loss'"), (["--epochs", "0"], "must be an integer >= 1")):
         with pytest.raises(SystemExit):
             cli.parse_config(flags)
+    config_file = tmp_path / "run.json"
+    config_file.write_text(json.dumps({"epochs": 3, "lr": 0.05, "cluster_size": 4}))
+    config = cli.parse_config(["--config", str(config_file), "--lr", "0.2"])
+    assert (config.epochs, config.lr, config.cluster_size, config.model) == (3, 0.2, 4, "vggsmall")
+    config_file.write_text(json.dumps({"epoch": 3}))
+    with pytest.raises(SystemExit):
+        cli.parse_config(["--config", str(config_file)])
     missing = tmp_path / "nowhere"
     assert cli.main(["--dataset", str(missing), "--no-download", "--run-dir", str(tmp_path / "run")]) == 2
 

@@ -1,0 +1,143 @@
+"""Deployment: 1-bit LCE flatbuffers vs float TFLite — size, x86 latency, prediction agreement.
+
+For every zoo model (HBNN defaults): bytes of the float `.tflite` (same architecture, no
+quantizers) vs the 1-bit LCE `.tflite`; single-thread latency, batch 1, of the LCE interpreter
+(default kernels and `use_indirect_bgemm=True`) vs float TFLite (XNNPACK), as ratios. Caveat:
+LCE's optimized kernels are aarch64 assembly; on x86 it runs portable C++ paths, so these
+latencies say nothing about ARM devices (see larq-notes §9). With `--run-dir` (a `train.py`
+run directory holding `model.keras`), also the top-1 agreement of LCE vs Keras predictions on
+the test set.
+
+```bash
+python benchmarks/deploy.py
+python benchmarks/deploy.py --models vggsmall --run-dir benchmarks/runs/quick/hbnn-m100-s0 --examples 1000
+```
+Writes `benchmarks/results/deploy.json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def latency_ms(interpreter_predict, x, repeats: int) -> float:
+    interpreter_predict(x)  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        interpreter_predict(x)
+        times.append(time.perf_counter() - start)
+    return 1000 * statistics.median(times)
+
+
+def tflite_predict(flatbuffer: bytes):
+    import tensorflow as tf
+
+    interpreter = tf.lite.Interpreter(model_content=flatbuffer, num_threads=1)
+    interpreter.allocate_tensors()
+    inp, out = interpreter.get_input_details()[0]["index"], interpreter.get_output_details()[0]["index"]
+
+    def predict(x):
+        interpreter.set_tensor(inp, x)
+        interpreter.invoke()
+        return interpreter.get_tensor(out)
+
+    return predict
+
+
+def measure_model(label: str, name: str, kwargs: dict, repeats: int) -> dict:
+    import larq_compute_engine as lce
+    import numpy as np
+    from larq_compute_engine.tflite.python.interpreter import Interpreter
+
+    import hbnn_larq
+    from hbnn_larq.zoo import get_model
+    from hbnn_larq.zoo.sizes import float_twin
+
+    model = get_model(name, **kwargs)
+    binary = hbnn_larq.convert_keras_model(model)
+    floating = lce.convert_keras_model(float_twin(model))
+    x = np.random.default_rng(0).normal(size=(1, *model.input_shape[1:])).astype("float32")
+    lce_default = Interpreter(binary, num_threads=1)
+    lce_indirect = Interpreter(binary, num_threads=1, use_indirect_bgemm=True)
+    ms = {
+        "float_tflite_xnnpack": latency_ms(tflite_predict(floating), x, repeats),
+        "lce_default": latency_ms(lce_default.predict, x, repeats),
+        "lce_indirect_bgemm": latency_ms(lce_indirect.predict, x, repeats),
+    }
+    return {
+        "label": label, "model": name, "lce_bytes": len(binary), "float_bytes": len(floating),
+        "size_ratio": len(floating) / len(binary), "lce_bconv_ops": hbnn_larq.op_names(binary).count("LceBconv2d"),
+        "latency_ms": ms,
+        "latency_ratio_vs_float": {k: v / ms["float_tflite_xnnpack"] for k, v in ms.items()},
+    }
+
+
+def agreement(run_dir: Path, examples: int) -> dict:
+    """Top-1 agreement of the LCE flatbuffer with the Keras model of a trained run."""
+    import numpy as np
+    import tensorflow as tf
+    from larq_compute_engine.tflite.python.interpreter import Interpreter
+
+    import hbnn_larq
+    from hbnn_larq import data as data_lib
+
+    config = json.loads((run_dir / "config.json").read_text())["config"]
+    model = tf.keras.models.load_model(run_dir / "model.keras")
+    dataset = data_lib.load_dataset(config["dataset"], data_dir=config.get("data_dir"), batch_size=100,
+                                    image_size=config.get("image_size"), max_test_examples=examples, seed=0)
+    interpreter = Interpreter(hbnn_larq.convert_keras_model(model), num_threads=2)
+    agree = correct_keras = correct_lce = total = 0
+    for x, y in dataset.test:
+        keras_top1 = np.argmax(model(x, training=False).numpy(), -1)
+        lce_top1 = np.argmax(np.concatenate([interpreter.predict(x[i : i + 1].numpy()) for i in range(len(x))]), -1)
+        y = np.asarray(y).reshape(-1)
+        agree += int(np.sum(keras_top1 == lce_top1))
+        correct_keras += int(np.sum(keras_top1 == y))
+        correct_lce += int(np.sum(lce_top1 == y))
+        total += len(y)
+    return {"run_dir": str(run_dir.relative_to(ROOT) if run_dir.is_relative_to(ROOT) else run_dir),
+            "examples": total, "top1_agreement": agree / total,
+            "keras_accuracy": correct_keras / total, "lce_accuracy": correct_lce / total}
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="*", default=None, help="zoo model names (default: every README row)")
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--run-dir", type=Path, action="append", default=[], help="trained run(s) for the agreement check")
+    parser.add_argument("--examples", type=int, default=1000)
+    args = parser.parse_args(argv)
+
+    import hbnn_larq  # noqa: F401
+    from hbnn_larq.zoo.sizes import DEFAULT_ROWS
+
+    from hbnn_larq.training import machine
+
+    sys_info = machine()
+    rows = [r for r in DEFAULT_ROWS if args.models is None or r[1] in args.models]
+    report = {"machine": sys_info, "threads": 1, "models": [measure_model(*row, args.repeats) for row in rows],
+              "agreement": [agreement(run_dir, args.examples) for run_dir in args.run_dir]}
+    out = ROOT / "benchmarks" / "results" / "deploy.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1))
+    print(f"machine: {sys_info} (x86: LCE runs portable kernels; latency claims need ARM)")
+    print(f"{'model':28s} {'float MB':>8s} {'1-bit MB':>8s} {'size x':>6s} {'float ms':>8s} {'LCE ms (x)':>14s} {'LCE indirect ms (x)':>20s}")
+    for m in report["models"]:
+        ms, ratio = m["latency_ms"], m["latency_ratio_vs_float"]
+        print(f"{m['label']:28s} {m['float_bytes'] / 1e6:8.2f} {m['lce_bytes'] / 1e6:8.2f} {m['size_ratio']:6.1f} "
+              f"{ms['float_tflite_xnnpack']:8.1f} {ms['lce_default']:7.1f} ({ratio['lce_default']:4.2f}) "
+              f"{ms['lce_indirect_bgemm']:12.1f} ({ratio['lce_indirect_bgemm']:4.2f})")
+    for a in report["agreement"]:
+        print(f"agreement {a['run_dir']}: {100 * a['top1_agreement']:.2f} % of {a['examples']} test images "
+              f"(Keras acc {100 * a['keras_accuracy']:.2f} %, LCE acc {100 * a['lce_accuracy']:.2f} %)")
+
+
+if __name__ == "__main__":
+    main()
