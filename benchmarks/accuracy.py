@@ -6,7 +6,7 @@ has a result is skipped, so the benchmark can be extended and resumed across sit
 
 ```bash
 python benchmarks/accuracy.py --protocol quick --stage tune          # one seed, sweeps
-python benchmarks/accuracy.py --protocol quick --stage final         # >= 3 seeds of the rows
+python benchmarks/accuracy.py --protocol quick --rows ste-wlr3 hbnn-m100 --seeds 0 1 2   # final rows
 python benchmarks/accuracy.py --protocol quick --table               # print the table only
 python benchmarks/accuracy.py --protocol quick --rows ste hbnn-m100 --seeds 0 1 2
 ```
@@ -62,6 +62,11 @@ ROWS = {
     "hbnn-boundary-m100": ("tune", ["--quantizer", "hbnn-boundary", "--point-lr-multiplier", "100"]),
     "epc4-loss-m100": ("tune", EPC + ["--point-lr-multiplier", "100", "--selection", "loss"]),
     "epc4-geometric-m100": ("tune", EPC + ["--point-lr-multiplier", "100", "--selection", "geometric"]),
+    # HBNN as a plug-in (paper Tables 4-5): each base method with and without the hyperbolic map.
+    "ir_net": ("plugins", ["--quantizer", "ir_net"]),
+    "ir_net+hbnn-m100": ("plugins", ["--quantizer", "ir_net+hbnn", "--point-lr-multiplier", "100"]),
+    "recu": ("plugins", ["--quantizer", "recu"]),
+    "recu+hbnn-m100": ("plugins", ["--quantizer", "recu+hbnn", "--point-lr-multiplier", "100"]),
 }
 RADIUS_ROWS = {
     f"{kind}-r{r}": ("radius", ["--quantizer", quantizer, "--radius", str(r), "--point-lr-multiplier", "100"])
@@ -177,8 +182,8 @@ def print_table(store: dict) -> None:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--protocol", choices=sorted(PROTOCOLS), default="quick")
-    parser.add_argument("--stage", choices=["paper", "tune", "final", "radius", "all"], default=None,
-                        help="which rows to run (final = --rows with --seeds)")
+    parser.add_argument("--stage", choices=["paper", "tune", "plugins", "radius", "all"], default=None,
+                        help="which rows to run (for the final >= 3-seed runs name them with --rows and --seeds)")
     parser.add_argument("--rows", nargs="*", default=None, help="row names (see ROWS in this file)")
     parser.add_argument("--seeds", nargs="*", type=int, default=[0])
     parser.add_argument("--table", action="store_true", help="only print the table of what is measured")

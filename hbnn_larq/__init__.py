@@ -8,14 +8,21 @@ from hbnn_larq._keras import ensure_legacy_keras
 
 ensure_legacy_keras()
 
-from hbnn_larq import constraints, geometry, optimizers  # noqa: E402
+from hbnn_larq import constraints, geometry, optimizers, recipes  # noqa: E402
 from hbnn_larq.constraints import PoincareBallConstraint  # noqa: E402
 from hbnn_larq.export import bake_quantized_kernels, convert_keras_model, op_names  # noqa: E402
 from hbnn_larq.flips import FlipRateMonitor  # noqa: E402
 from hbnn_larq.geometry import PoincareBall  # noqa: E402
+from hbnn_larq.ir_net import IRNetSign  # noqa: E402
 from hbnn_larq.optimizers import RiemannianOptimizer  # noqa: E402
 from hbnn_larq.quantizers import HyperbolicSign, hyperbolic_quantizers  # noqa: E402
+from hbnn_larq.recu import ReCUSign  # noqa: E402
+from hbnn_larq.schedules import QuantizerSchedule, scheduled_quantizers  # noqa: E402
 from hbnn_larq.selection import ChartSelection  # noqa: E402
+
+# Last: the zoo registers its custom layers, so `tf.keras.models.load_model` of any saved zoo
+# model works after a bare `import hbnn_larq`.
+from hbnn_larq import zoo  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -23,8 +30,11 @@ __all__ = [
     "ChartSelection",
     "FlipRateMonitor",
     "HyperbolicSign",
+    "IRNetSign",
     "PoincareBall",
     "PoincareBallConstraint",
+    "QuantizerSchedule",
+    "ReCUSign",
     "RiemannianOptimizer",
     "bake_quantized_kernels",
     "constraints",
@@ -33,11 +43,7 @@ __all__ = [
     "hyperbolic_quantizers",
     "op_names",
     "optimizers",
+    "recipes",
+    "scheduled_quantizers",
+    "zoo",
 ]
-
-# IR-Net / ReCU weight binarizers and the quantizer-schedule callback (issue #5).
-from hbnn_larq.ir_net import IRNetSign  # noqa: E402
-from hbnn_larq.recu import ReCUSign  # noqa: E402
-from hbnn_larq.schedules import QuantizerSchedule, scheduled_quantizers  # noqa: E402
-
-__all__ += ["IRNetSign", "QuantizerSchedule", "ReCUSign", "scheduled_quantizers"]

@@ -56,6 +56,7 @@ from hbnn_larq.export import convert_keras_model
 from hbnn_larq.flips import FlipRateMonitor
 from hbnn_larq.optimizers import POINT_UPDATES, RiemannianOptimizer
 from hbnn_larq.quantizers import GROUPINGS, SELECTIONS, _all_layers
+from hbnn_larq.schedules import QuantizerSchedule
 from hbnn_larq.selection import ChartSelection
 
 STRATEGIES = ("default", "mirrored", "multiworker")
@@ -313,8 +314,12 @@ def _write_json(path: Path, value) -> None:
     os.replace(staging, path)
 
 
-def _callbacks(config, run_dir: Path, dataset, model, chief: bool) -> list:
-    callbacks = [tf.keras.callbacks.BackupAndRestore(str(run_dir / "backup"), delete_checkpoint=True), FlipRateMonitor()]
+def _callbacks(config, run_dir: Path, dataset, epochs: int, chief: bool) -> list:
+    callbacks = [
+        tf.keras.callbacks.BackupAndRestore(str(run_dir / "backup"), delete_checkpoint=True),
+        FlipRateMonitor(),
+        QuantizerSchedule(total_epochs=epochs),  # IR-Net's t and ReCU's tau; a no-op otherwise
+    ]
     if recipes.is_hyperbolic(config.quantizer) and config.cluster_size > 1:
         callbacks.append(ChartSelection(probe_data=dataset.probe_batch(), seed=config.seed, verbose=config.verbose))
     if chief:
@@ -422,7 +427,7 @@ def train(config: TrainConfig, *, model_fn=None) -> dict:
         schedule = learning_rate_schedule(config.lr, epochs, dataset.steps_per_epoch, warmup)
         model.compile(make_optimizer(config, model, schedule, weight_decay),
                       loss="sparse_categorical_crossentropy", metrics=["accuracy"], run_eagerly=config.run_eagerly)
-    callbacks = _callbacks(config, run_dir, dataset, model, chief)
+    callbacks = _callbacks(config, run_dir, dataset, epochs, chief)
     try:
         model.fit(dataset.train, validation_data=dataset.test, epochs=epochs, callbacks=callbacks,
                   verbose=config.verbose)

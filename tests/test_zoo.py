@@ -170,17 +170,19 @@ def test_stateless_quantizer_function_is_accepted():
         ("resnet18", {"width": 0.25, "input_shape": (64, 64, 3), "variant": "imagenet"}),
     ],
 )
-def test_one_fit_step_moves_kernels_and_points(name, kwargs):
+def test_one_training_step_moves_kernels_and_points(name, kwargs):
+    # An eager step through the same optimizer `fit` uses: tracing `fit` costs minutes here.
     model = zoo.get_model(name, num_classes=5, classifier_activation=None, **kwargs)
-    model.compile(hbnn_larq.RiemannianOptimizer(tf.keras.optimizers.SGD(0.1, momentum=0.9)),
-                  loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    optimizer = hbnn_larq.RiemannianOptimizer(tf.keras.optimizers.SGD(0.1, momentum=0.9))
     rng = np.random.default_rng(0)
     x = rng.normal(size=(8, *model.input_shape[1:])).astype("float32")
     y = rng.integers(0, 5, size=8)
     layer = binarized_layers(model)[-1]
     kernel_before = layer.kernel.numpy().copy()
-    history = model.fit(x, y, batch_size=8, epochs=1, verbose=0)
-    assert np.isfinite(history.history["loss"][0])
+    with tf.GradientTape() as tape:
+        loss = tf.keras.losses.sparse_categorical_crossentropy(y, model(x, training=True), from_logits=True)
+    optimizer.apply_gradients(zip(tape.gradient(loss, model.trainable_weights), model.trainable_weights))
+    assert np.all(np.isfinite(loss))
     assert not np.array_equal(layer.kernel.numpy(), kernel_before)
     assert np.abs(layer.kernel_quantizer.points[0].numpy()).max() > 0
 
@@ -235,7 +237,6 @@ def test_bn_before_pool_is_the_same_function_at_inference_iff_gamma_positive(neg
         ("vggsmall", {"width": 0.25}, 1),
         ("vggsmall", {"width": 0.25, "bn_before_pool": True}, 1),
         ("resnet18", {"width": 0.25}, 4),
-        ("resnet34", {"width": 0.25}, 4),
         ("resnet18", {"width": 0.25, "input_shape": (64, 64, 3), "variant": "imagenet"}, 4),
         ("resnet34", {"width": 0.25, "input_shape": (64, 64, 3), "variant": "imagenet"}, 4),
     ],

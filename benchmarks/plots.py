@@ -1,0 +1,81 @@
+"""Plots of the accuracy benchmark: test accuracy per epoch (paper Fig. 4) and per-layer flip
+rates since initialisation, HBNN vs the STE baseline (paper Fig. 3).
+
+```bash
+pip install -e ".[plot]"
+python benchmarks/plots.py --protocol quick
+```
+Reads `benchmarks/results/accuracy-<protocol>.json`, writes PNGs next to it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+
+
+def runs_by_row(store: dict) -> dict:
+    rows = defaultdict(list)
+    for entry in store["runs"].values():
+        rows[entry["row"]].append(entry)
+    return rows
+
+
+def plot_accuracy(rows: dict, path: Path, title: str) -> None:
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for row, entries in sorted(rows.items()):
+        curves = np.array([e["test_accuracy_per_epoch"] for e in entries]) * 100
+        epochs = np.arange(1, curves.shape[1] + 1)
+        ax.plot(epochs, curves.mean(0), marker="o", ms=3, label=f"{row} (n={len(entries)})")
+        if len(entries) > 1:
+            ax.fill_between(epochs, curves.min(0), curves.max(0), alpha=0.15)
+    ax.set(xlabel="epoch", ylabel="test accuracy (%)", title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_flips(rows: dict, path: Path, names: list[str]) -> None:
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    chosen = [n for n in names if n in rows]
+    width = 0.8 / max(len(chosen), 1)
+    for i, row in enumerate(chosen):
+        flips = rows[row][0]["flips"]
+        layers = sorted(k for k in flips if k.startswith("flips_total/") and not k.endswith("/mean"))
+        values = [100 * flips[k][-1] for k in layers]
+        ax.bar(np.arange(len(layers)) + i * width, values, width, label=row)
+        ax.set_xticks(np.arange(len(layers)) + 0.4 - width / 2, [k.split("/", 1)[1] for k in layers])
+    ax.set(ylabel="binary weights flipped since init (%)", title="Per-layer flip rate at the end of training")
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--protocol", default="quick")
+    parser.add_argument("--flip-rows", nargs="*", default=["ste", "ste-wlr3", "hbnn-m100", "hbnn-m100-wlr3"])
+    args = parser.parse_args(argv)
+    store = json.loads((RESULTS / f"accuracy-{args.protocol}.json").read_text())
+    rows = runs_by_row(store)
+    plot_accuracy(rows, RESULTS / f"accuracy-{args.protocol}.png", f"Test accuracy per epoch ({args.protocol} protocol)")
+    plot_flips(rows, RESULTS / f"flips-{args.protocol}.png", args.flip_rows)
+    print(f"wrote {RESULTS / f'accuracy-{args.protocol}.png'} and {RESULTS / f'flips-{args.protocol}.png'}")
+
+
+if __name__ == "__main__":
+    main()
