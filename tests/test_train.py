@@ -147,8 +147,6 @@ def test_sigkill_then_same_command_resumes_and_completes(tiny, tmp_path, monkeyp
     assert "chart/" in (run_dir / "history.csv").read_text()
     assert list((run_dir / "logs").rglob("events.out.tfevents*"))
     assert "final test accuracy" in resumed.stdout
-    import hbnn_larq.zoo  # noqa: F401  (registers the zoo's custom layers)
-
     model = tf.keras.models.load_model(run_dir / "model.keras")
     assert model.output_shape == (None, 3)
     # Re-running a complete run reports it instead of training again.
