@@ -19,6 +19,8 @@ import math
 import larq as lq
 import tensorflow as tf
 
+from hbnn_larq.schedules import ScheduledQuantizer
+
 
 def _check_fraction(fraction) -> float:
     try:
@@ -82,7 +84,7 @@ def ede_sign(x: tf.Tensor, t: tf.Tensor) -> tf.Tensor:
 
 @lq.utils.register_alias("ir_net")
 @lq.utils.register_keras_custom_object
-class IRNetSign(lq.quantizers.Quantizer):
+class IRNetSign(ScheduledQuantizer):
     """IR-Net's weight binarizer with the Error Decay Estimator (EDE).
 
     For a kernel whose last axis holds the \\(C_{out}\\) output channels (e.g. a conv kernel
@@ -126,6 +128,7 @@ class IRNetSign(lq.quantizers.Quantizer):
     """
 
     precision = 1
+    schedule_attribute = "t"
 
     def __init__(self, t_min: float = 0.1, t_max: float = 10.0, epsilon: float = 1e-12, **kwargs):
         for name, value in (("t_min", t_min), ("t_max", t_max)):
@@ -140,13 +143,7 @@ class IRNetSign(lq.quantizers.Quantizer):
 
     def build(self, input_shape):
         _check_kernel_shape("IRNetSign", input_shape)
-        self.t = self.add_weight(
-            name="ede_t",
-            shape=(),
-            initializer=tf.keras.initializers.Constant(self.t_min),
-            trainable=False,
-            aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
-        )
+        self.add_schedule_weight("ede_t", self.t_min)
         super().build(input_shape)
 
     def schedule_value(self, fraction) -> float:
@@ -154,13 +151,6 @@ class IRNetSign(lq.quantizers.Quantizer):
         fraction = _check_fraction(fraction)
         lo, hi = math.log10(self.t_min), math.log10(self.t_max)
         return 10.0 ** (lo + fraction * (hi - lo))
-
-    def set_progress(self, fraction) -> None:
-        """Set \\(t\\) for training progress `fraction` (epoch / total epochs), in [0, 1]."""
-        value = self.schedule_value(fraction)
-        if not self.built:
-            raise ValueError("IRNetSign.set_progress needs a built quantizer (call the layer first).")
-        self.t.assign(value)
 
     def call(self, inputs):
         if not inputs.dtype.is_floating:

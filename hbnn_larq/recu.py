@@ -19,13 +19,14 @@ import larq as lq
 import tensorflow as tf
 
 from hbnn_larq.ir_net import _check_fraction, _check_kernel_shape, standardize
+from hbnn_larq.schedules import ScheduledQuantizer
 
 SCALES = ("learned", "mean", "none")
 
 
 @lq.utils.register_alias("recu")
 @lq.utils.register_keras_custom_object
-class ReCUSign(lq.quantizers.Quantizer):
+class ReCUSign(ScheduledQuantizer):
     """ReCU's weight binarizer: rectified clamp unit with an identity straight-through estimator.
 
     For a kernel whose last axis holds the \\(C_{out}\\) output channels, as in the reference
@@ -77,6 +78,7 @@ class ReCUSign(lq.quantizers.Quantizer):
     """
 
     precision = 1
+    schedule_attribute = "tau"
 
     def __init__(self, tau_min: float = 0.85, tau_max: float = 0.99, scale: str = "learned", epsilon: float = 1e-5, **kwargs):
         for name, value in (("tau_min", tau_min), ("tau_max", tau_max)):
@@ -94,13 +96,7 @@ class ReCUSign(lq.quantizers.Quantizer):
 
     def build(self, input_shape):
         shape = _check_kernel_shape("ReCUSign", input_shape)
-        self.tau = self.add_weight(
-            name="tau",
-            shape=(),
-            initializer=tf.keras.initializers.Constant(self.tau_min),
-            trainable=False,
-            aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
-        )
+        self.add_schedule_weight("tau", self.tau_min)
         if self.scale == "learned":
             self.alpha = self.add_weight(
                 name="alpha",
@@ -114,13 +110,6 @@ class ReCUSign(lq.quantizers.Quantizer):
         """\\(\\tau\\) at training progress `fraction` in [0, 1]."""
         fraction = _check_fraction(fraction)
         return self.tau_min + (self.tau_max - self.tau_min) * (math.exp(fraction) - 1.0) / (math.e - 1.0)
-
-    def set_progress(self, fraction) -> None:
-        """Set \\(\\tau\\) for training progress `fraction` (epoch / total epochs), in [0, 1]."""
-        value = self.schedule_value(fraction)
-        if not self.built:
-            raise ValueError("ReCUSign.set_progress needs a built quantizer (call the layer first).")
-        self.tau.assign(value)
 
     def call(self, inputs):
         if not inputs.dtype.is_floating:

@@ -10,6 +10,9 @@ import tensorflow as tf
 import hbnn_larq
 from hbnn_larq import recipes
 from hbnn_larq.ir_net import IRNetSign, ede_sign
+from tests.helpers import (
+    assert_chain_rule, assert_lce_matches, hbnn_composition, one_conv_model, randomize_batch_norm, save_and_reload,
+)
 
 KERNEL_SHAPE = (3, 3, 4, 6)
 
@@ -142,28 +145,15 @@ def test_traced_graph_sees_schedule_updates():
 
 # -- composition with HBNN ------------------------------------------------------------------------
 def test_hbnn_composition_forward_and_gradients():
-    hq = hbnn_larq.HyperbolicSign(base="ir_net")
-    assert isinstance(hq.base, IRNetSign)
-    hq.build(KERNEL_SHAPE)
-    rng = np.random.default_rng(5)
-    hq.points[0].assign(rng.normal(0, 0.15, KERNEL_SHAPE).astype(np.float32))
-    hq.base.set_progress(0.3)
-    latent = tf.Variable(random_kernel(6))
-    upstream = rng.normal(size=KERNEL_SHAPE).astype(np.float32)
-    with tf.GradientTape() as tape:
-        out = hq(latent)
-        loss = tf.reduce_sum(out * upstream)
-    g_latent, g_point = tape.gradient(loss, [latent, hq.points[0]])
-    mapped = hq.project(latent, hq.points[0]).numpy()
-    np.testing.assert_array_equal(out.numpy(), np_irnet_forward(mapped)[0].astype(np.float32))
+    c = hbnn_composition("ir_net", random_kernel(6), 0.3)
+    assert isinstance(c.hq.base, IRNetSign)
+    g_latent, g_point = c.gradients
+    np.testing.assert_array_equal(c.out.numpy(), np_irnet_forward(c.mapped)[0].astype(np.float32))
     # the constrained weight differs from the latent one, so the composition is not a no-op
-    assert not np.array_equal(np.sign(mapped), np.sign(latent.numpy()))
+    assert not np.array_equal(np.sign(c.mapped), np.sign(c.latent.numpy()))
     assert np.linalg.norm(g_latent) > 0 and np.linalg.norm(g_point) > 0
     # chain rule: d/dw~ = J_exp^T (IR-Net gradient at the mapped weight)
-    with tf.GradientTape() as tape:
-        m = hq.project(latent, hq.points[0])
-    chained = tape.gradient(m, latent, output_gradients=tf.constant(np_irnet_grad(mapped, upstream, np_log_up(0.3)), tf.float32))
-    np.testing.assert_allclose(g_latent.numpy(), chained.numpy(), rtol=5e-3, atol=1e-4 * np.abs(chained).max())
+    assert_chain_rule(c, np_irnet_grad(c.mapped, c.upstream, np_log_up(0.3)))
 
 
 def test_recipes_create_fresh_instances():
@@ -192,25 +182,6 @@ def test_config_round_trip():
     assert isinstance(h_clone.base, IRNetSign) and h_clone.base.t_min == 0.01
 
 
-def tiny_model(kernel_quantizer, channels=8):
-    inputs = tf.keras.Input((6, 6, channels))
-    x = lq.layers.QuantConv2D(
-        channels, 3, padding="same", pad_values=1.0, use_bias=False,
-        input_quantizer="approx_sign", kernel_quantizer=kernel_quantizer,
-    )(inputs)
-    x = tf.keras.layers.BatchNormalization()(x)
-    return tf.keras.Model(inputs, tf.keras.layers.GlobalAveragePooling2D()(x))
-
-
-def randomize_batch_norm(model, seed=0):
-    rng = np.random.default_rng(seed)
-    for layer in model.layers:
-        if isinstance(layer, tf.keras.layers.BatchNormalization):
-            gamma, beta, mean, var = layer.get_weights()
-            layer.set_weights([rng.uniform(0.5, 2, gamma.shape), rng.normal(size=beta.shape),
-                               rng.normal(size=mean.shape), rng.uniform(0.5, 2, var.shape)])
-
-
 def schedule_variables(model):
     return sorted((v.name.split("/")[-1], float(v.numpy())) for v in model.weights if "ede_t" in v.name)
 
@@ -218,15 +189,11 @@ def schedule_variables(model):
 @pytest.mark.parametrize("recipe", ["ir_net", "ir_net+hbnn"])
 @pytest.mark.parametrize("fmt", ["h5", "keras", "tf"])
 def test_save_and_reload(tmp_path, recipe, fmt):
-    model = tiny_model(recipes.kernel_quantizer(recipe))
+    model = one_conv_model(recipes.kernel_quantizer(recipe))
     for q in hbnn_larq.scheduled_quantizers(model):
         q.set_progress(0.7)
     x = np.random.default_rng(0).normal(size=(4, 6, 6, 8)).astype(np.float32)
-    expected = model.predict(x, verbose=0)
-    path = str(tmp_path / ("model" if fmt == "tf" else f"model.{fmt}"))
-    model.save(path, save_format=fmt)
-    loaded = tf.keras.models.load_model(path)
-    np.testing.assert_array_equal(loaded.predict(x, verbose=0), expected)
+    loaded = save_and_reload(model, tmp_path, fmt, x)
     if fmt != "tf":  # SavedModel revives stand-in layers; their variables are checked below
         assert schedule_variables(loaded) == schedule_variables(model)
         assert schedule_variables(model)[0][1] == pytest.approx(np_log_up(0.7), rel=1e-6)
@@ -238,16 +205,10 @@ def test_save_and_reload(tmp_path, recipe, fmt):
 # -- LCE --------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("recipe", ["ir_net", "ir_net+hbnn"])
 def test_lce_conversion_and_outputs(recipe):
-    from larq_compute_engine.tflite.python.interpreter import Interpreter
-
-    model = tiny_model(recipes.kernel_quantizer(recipe), channels=64)
+    model = one_conv_model(recipes.kernel_quantizer(recipe), channels=64)
     x = np.random.default_rng(1).normal(size=(3, 6, 6, 64)).astype(np.float32)
-    randomize_batch_norm(model)
-    fb = hbnn_larq.convert_keras_model(model)
-    assert hbnn_larq.op_names(fb).count("LceBconv2d") == 1
-    interpreter = Interpreter(fb, num_threads=1)
-    lce = np.concatenate([interpreter.predict(x[i : i + 1]) for i in range(len(x))])
-    np.testing.assert_allclose(lce, model.predict(x, verbose=0), rtol=1e-3, atol=1e-3)
+    randomize_batch_norm(model, 0)
+    assert_lce_matches(model, x)
 
 
 # -- errors -----------------------------------------------------------------------------------------

@@ -10,6 +10,9 @@ import tensorflow as tf
 import hbnn_larq
 from hbnn_larq import recipes
 from hbnn_larq.recu import ReCUSign
+from tests.helpers import (
+    assert_chain_rule, assert_lce_matches, hbnn_composition, one_conv_model, randomize_batch_norm, save_and_reload,
+)
 
 KERNEL_SHAPE = (3, 3, 4, 6)
 
@@ -136,27 +139,14 @@ def test_traced_graph_sees_schedule_updates():
 
 # -- composition with HBNN ------------------------------------------------------------------------
 def test_hbnn_composition_forward_and_gradients():
-    hq = hbnn_larq.HyperbolicSign(base="recu")
-    assert isinstance(hq.base, ReCUSign)
-    hq.build(KERNEL_SHAPE)
-    rng = np.random.default_rng(5)
-    hq.points[0].assign(rng.normal(0, 0.15, KERNEL_SHAPE).astype(np.float32))
-    hq.base.set_progress(0.5)
-    latent = tf.Variable(random_kernel(6))
-    upstream = rng.normal(size=KERNEL_SHAPE).astype(np.float32)
-    with tf.GradientTape() as tape:
-        out = hq(latent)
-        loss = tf.reduce_sum(out * upstream)
-    g_latent, g_point, g_alpha = tape.gradient(loss, [latent, hq.points[0], hq.base.alpha])
-    mapped = hq.project(latent, hq.points[0]).numpy()
-    alpha, tau = hq.base.alpha.numpy(), np_cpt_tau(0.5)
-    np.testing.assert_array_equal(out.numpy(), np_recu(mapped, tau, alpha)[0].reshape(KERNEL_SHAPE).astype(np.float32))
+    c = hbnn_composition("recu", random_kernel(6), 0.5, extra_variables=("alpha",))
+    assert isinstance(c.hq.base, ReCUSign)
+    g_latent, g_point, g_alpha = c.gradients
+    alpha, tau = c.hq.base.alpha.numpy(), np_cpt_tau(0.5)
+    np.testing.assert_array_equal(c.out.numpy(), np_recu(c.mapped, tau, alpha)[0].reshape(KERNEL_SHAPE).astype(np.float32))
     assert np.linalg.norm(g_latent) > 0 and np.linalg.norm(g_point) > 0 and np.linalg.norm(g_alpha) > 0
-    ref_mapped, _ = np_recu_grads(mapped, upstream, tau, alpha)
-    with tf.GradientTape() as tape:
-        m = hq.project(latent, hq.points[0])
-    chained = tape.gradient(m, latent, output_gradients=tf.constant(ref_mapped, tf.float32))
-    np.testing.assert_allclose(g_latent.numpy(), chained.numpy(), rtol=5e-3, atol=1e-4 * np.abs(chained).max())
+    ref_mapped, _ = np_recu_grads(c.mapped, c.upstream, tau, alpha)
+    assert_chain_rule(c, ref_mapped)
 
 
 def test_recipes_create_fresh_instances():
@@ -178,16 +168,6 @@ def test_config_round_trip():
     assert isinstance(h.base, ReCUSign) and h.base.scale == "mean"
 
 
-def tiny_model(kernel_quantizer, channels=8):
-    inputs = tf.keras.Input((6, 6, channels))
-    x = lq.layers.QuantConv2D(
-        channels, 3, padding="same", pad_values=1.0, use_bias=False,
-        input_quantizer="approx_sign", kernel_quantizer=kernel_quantizer,
-    )(inputs)
-    x = tf.keras.layers.BatchNormalization()(x)
-    return tf.keras.Model(inputs, tf.keras.layers.GlobalAveragePooling2D()(x))
-
-
 def quantizer_state(model):
     return {v.name.split("/")[-1]: v.numpy() for v in model.weights if v.name.split("/")[-1] in ("tau:0", "alpha:0")}
 
@@ -195,15 +175,11 @@ def quantizer_state(model):
 @pytest.mark.parametrize("recipe", ["recu", "recu+hbnn"])
 @pytest.mark.parametrize("fmt", ["h5", "keras", "tf"])
 def test_save_and_reload(tmp_path, recipe, fmt):
-    model = tiny_model(recipes.kernel_quantizer(recipe))
+    model = one_conv_model(recipes.kernel_quantizer(recipe))
     for q in hbnn_larq.scheduled_quantizers(model):
         q.set_progress(0.6)
     x = np.random.default_rng(0).normal(size=(4, 6, 6, 8)).astype(np.float32)
-    expected = model.predict(x, verbose=0)
-    path = str(tmp_path / ("model" if fmt == "tf" else f"model.{fmt}"))
-    model.save(path, save_format=fmt)
-    loaded = tf.keras.models.load_model(path)
-    np.testing.assert_array_equal(loaded.predict(x, verbose=0), expected)
+    loaded = save_and_reload(model, tmp_path, fmt, x)
     before, after = quantizer_state(model), quantizer_state(loaded)
     assert sorted(after) == ["alpha:0", "tau:0"]
     assert float(after["tau:0"]) == pytest.approx(np_cpt_tau(0.6), rel=1e-6)
@@ -213,20 +189,11 @@ def test_save_and_reload(tmp_path, recipe, fmt):
 # -- LCE --------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("recipe", ["recu", "recu+hbnn"])
 def test_lce_conversion_and_outputs(recipe):
-    from larq_compute_engine.tflite.python.interpreter import Interpreter
-
-    model = tiny_model(recipes.kernel_quantizer(recipe), channels=64)
+    model = one_conv_model(recipes.kernel_quantizer(recipe), channels=64)
     rng = np.random.default_rng(1)
-    for layer in model.layers:
-        if isinstance(layer, tf.keras.layers.BatchNormalization):
-            gamma, beta, mean, var = layer.get_weights()
-            layer.set_weights([rng.uniform(0.5, 2, 64), rng.normal(size=64), rng.normal(size=64), rng.uniform(0.5, 2, 64)])
+    randomize_batch_norm(model, rng)
     x = rng.normal(size=(3, 6, 6, 64)).astype(np.float32)
-    fb = hbnn_larq.convert_keras_model(model)
-    assert hbnn_larq.op_names(fb).count("LceBconv2d") == 1
-    interpreter = Interpreter(fb, num_threads=1)
-    lce = np.concatenate([interpreter.predict(x[i : i + 1]) for i in range(len(x))])
-    np.testing.assert_allclose(lce, model.predict(x, verbose=0), rtol=1e-3, atol=1e-3)
+    assert_lce_matches(model, x)
 
 
 # -- errors -----------------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ import os
 import shutil
 import weakref
 from pathlib import Path
+from typing import Callable, NamedTuple
 
 import larq as lq
 import numpy as np
@@ -34,6 +35,7 @@ import tensorflow as tf
 
 from hbnn_larq.export import quantized_kernel
 from hbnn_larq.quantizers import HyperbolicSign, _all_layers
+from hbnn_larq.zoo import common
 
 FORMAT = "hbnn-larq-zoo-weights"
 FORMAT_VERSION = 1
@@ -53,6 +55,44 @@ def model_metadata(model_name: str, **build_kwargs) -> dict:
     """The JSON-safe description of a zoo model: its name and build arguments."""
     kwargs = {key: _describe(value) for key, value in build_kwargs.items()}
     return {"model": model_name, **kwargs}
+
+
+class BuildPlan(NamedTuple):
+    """The checked shared build arguments of a zoo model, its metadata and the weights to load."""
+
+    width: float
+    num_classes: int
+    pad_values: float
+    make_quantizer: Callable
+    metadata: dict
+    weights_path: Path | None
+
+
+def prepare_build(model_name: str, *, weights, num_classes, include_top, width, pad_values, classifier_activation,
+                  input_quantizer, kernel_quantizer, **architecture) -> BuildPlan:
+    """Check the build arguments every zoo model shares, describe the model (`model_metadata`,
+    with the model's own `architecture` arguments after `pad_values`) and resolve `weights`.
+
+    # Raises
+    ValueError: for an invalid argument, unknown weights, or weights made for another model.
+    """
+    width = common.check_width(width)
+    num_classes = common.check_num_classes(num_classes)
+    pad_values = common.check_pad_values(pad_values)
+    common.check_choice("classifier_activation", classifier_activation, common.CLASSIFIER_ACTIVATIONS)
+    make_quantizer = common.kernel_quantizer_factory(kernel_quantizer)
+    metadata = model_metadata(
+        model_name,
+        num_classes=num_classes,
+        include_top=include_top,
+        width=width,
+        pad_values=pad_values,
+        **architecture,
+        classifier_activation=classifier_activation,
+        input_quantizer=input_quantizer,
+        kernel_quantizer=kernel_quantizer,
+    )
+    return BuildPlan(width, num_classes, pad_values, make_quantizer, metadata, resolve_weights(weights, metadata))
 
 
 def _describe(value):

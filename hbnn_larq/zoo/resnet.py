@@ -111,23 +111,11 @@ def binary_resnet(
     if variant is None:
         variant = infer_variant(input_shape, input_tensor)
     common.check_choice("variant", variant, VARIANTS)
-    width = common.check_width(width)
-    num_classes = common.check_num_classes(num_classes)
-    pad_values = common.check_pad_values(pad_values)
-    common.check_choice("classifier_activation", classifier_activation, common.CLASSIFIER_ACTIVATIONS)
-    make_quantizer = common.kernel_quantizer_factory(kernel_quantizer)
-    metadata = pretrained.model_metadata(
-        depth_name,
-        num_classes=num_classes,
-        include_top=include_top,
-        width=width,
-        pad_values=pad_values,
-        variant=variant,
-        classifier_activation=classifier_activation,
-        input_quantizer=input_quantizer,
-        kernel_quantizer=kernel_quantizer,
+    width, num_classes, pad_values, make_quantizer, metadata, weights_path = pretrained.prepare_build(
+        depth_name, weights=weights, num_classes=num_classes, include_top=include_top, width=width,
+        pad_values=pad_values, variant=variant, classifier_activation=classifier_activation,
+        input_quantizer=input_quantizer, kernel_quantizer=kernel_quantizer,
     )
-    weights_path = pretrained.resolve_weights(weights, metadata)
 
     def binary_conv(filters, strides, name):
         return common.binary_conv(filters, 3, strides=strides, make_quantizer=make_quantizer,

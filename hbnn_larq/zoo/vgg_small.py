@@ -99,24 +99,12 @@ def VGGSmall(
     ValueError: for an invalid argument, unknown weights, or weights made for another
         `num_classes`/`include_top`/architecture.
     """
-    width = common.check_width(width)
-    num_classes = common.check_num_classes(num_classes)
-    pad_values = common.check_pad_values(pad_values)
-    common.check_choice("classifier_activation", classifier_activation, common.CLASSIFIER_ACTIVATIONS)
-    make_quantizer = common.kernel_quantizer_factory(kernel_quantizer)
-    metadata = pretrained.model_metadata(
-        MODEL_NAME,
-        num_classes=num_classes,
-        include_top=include_top,
-        width=width,
-        pad_values=pad_values,
-        bn_before_pool=bool(bn_before_pool),
-        explicit_hardtanh=bool(explicit_hardtanh),
-        classifier_activation=classifier_activation,
-        input_quantizer=input_quantizer,
+    width, num_classes, pad_values, make_quantizer, metadata, weights_path = pretrained.prepare_build(
+        MODEL_NAME, weights=weights, num_classes=num_classes, include_top=include_top, width=width,
+        pad_values=pad_values, bn_before_pool=bool(bn_before_pool), explicit_hardtanh=bool(explicit_hardtanh),
+        classifier_activation=classifier_activation, input_quantizer=input_quantizer,
         kernel_quantizer=kernel_quantizer,
     )
-    weights_path = pretrained.resolve_weights(weights, metadata)
 
     x, inputs = common.model_inputs(input_shape, input_tensor, DEFAULT_INPUT_SHAPE)
     x = tf.keras.layers.Conv2D(common.scaled(STEM_FILTERS, width), 3, padding="same", use_bias=False,
