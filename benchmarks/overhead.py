@@ -29,10 +29,9 @@ VARIANTS = {"ste_sign": {}, "hbnn t=1": {"cluster_size": 1}, "hbnn t=4": {"clust
 
 
 def build(model_name: str, variant: str, batch_size: int):
+    import hbnn_larq  # first: sets up legacy Keras before TensorFlow loads
     import numpy as np
     import tensorflow as tf
-
-    import hbnn_larq
     from hbnn_larq import recipes, zoo
 
     recipe = "ste_sign" if variant == "ste_sign" else "hbnn"
@@ -72,10 +71,18 @@ def measure_time(model_name: str, batch_size: int, rounds: int, steps: int) -> d
                 "ratio_to_ste": median[v] / median["ste_sign"]} for v in VARIANTS}
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident set size (VmHWM), in MiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def peak_memory_child(model_name: str, variant: str, batch_size: int) -> None:
     model, x, y = build(model_name, variant, batch_size)
     time_steps(model, x, y, 3)
-    print(json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+    print(json.dumps({"peak_rss_mb": peak_rss_mb(), "variables_mb": sum(v.numpy().nbytes for v in model.weights) / 2**20}))
 
 
 def measure_memory(model_name: str, batch_size: int) -> dict:
@@ -85,8 +92,8 @@ def measure_memory(model_name: str, batch_size: int) -> dict:
             [sys.executable, __file__, "--memory-child", model_name, v, "--batch-size", str(batch_size)],
             capture_output=True, text=True, check=True, cwd=ROOT,
         ).stdout.strip().splitlines()[-1]
-        peaks[v] = json.loads(out)["peak_rss_mb"]
-    return {v: {"peak_rss_mb": peaks[v], "ratio_to_ste": peaks[v] / peaks["ste_sign"]} for v in VARIANTS}
+        peaks[v] = json.loads(out)
+    return {v: {**peaks[v], "ratio_to_ste": peaks[v]["peak_rss_mb"] / peaks["ste_sign"]["peak_rss_mb"]} for v in VARIANTS}
 
 
 def main(argv=None) -> None:
