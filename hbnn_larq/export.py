@@ -14,6 +14,8 @@ import larq as lq
 import numpy as np
 import tensorflow as tf
 
+from hbnn_larq.quantizers import _all_layers
+
 BINARY_CONV_OP = "LceBconv2d"
 
 
@@ -26,8 +28,6 @@ def _is_binarized(layer) -> bool:
 
 def binarized_layers(model: tf.keras.Model) -> list:
     """The `QuantConv2D` layers of `model` (nested models included) that LCE can binarize."""
-    from hbnn_larq.quantizers import _all_layers
-
     return [layer for layer in _all_layers(model) if _is_binarized(layer)]
 
 
@@ -54,18 +54,12 @@ def bake_quantized_kernels(model: tf.keras.Model) -> tf.keras.Model:
         return layer.__class__.from_config(config)
 
     clone = tf.keras.models.clone_model(model, clone_function=clone_layer)
-    for source, target in zip(_flat_layers(model), _flat_layers(clone)):
+    for source, target in zip(_all_layers(model), _all_layers(clone)):
         if source.name in baked_names:
             _copy_weights(source, target, kernel=quantized_kernel(source))
         else:
             target.set_weights(source.get_weights())
     return clone
-
-
-def _flat_layers(model):
-    from hbnn_larq.quantizers import _all_layers
-
-    return list(_all_layers(model))
 
 
 def _copy_weights(source, target, kernel: np.ndarray) -> None:
