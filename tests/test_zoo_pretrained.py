@@ -143,26 +143,76 @@ def registry_dir(tmp_path, monkeypatch):
 
 def test_registered_weights_load_by_name(saved, registry_dir):
     model, path = saved
-    entry = zoo.register_weights("tiny_vgg", path, description="test")
+    entry = zoo.register_weights("tiny_vgg", path, description="test", provenance={"epochs": 3})
     assert entry["sha256"] == pretrained.sha256(path)
-    assert zoo.available_weights() == ["tiny_vgg"]
+    assert entry["provenance"] == {"epochs": 3}
+    assert zoo.available_weights("vggsmall") == zoo.available_weights() == ["tiny_vgg"]
+    assert zoo.available_weights("resnet18") == []
+    assert zoo.registered_weights("vggsmall", "tiny_vgg") == entry
     restored = zoo.get_model("vggsmall", weights="tiny_vgg", kernel_quantizer="ste_sign", **TINY)
     np.testing.assert_array_equal(restored(inputs(), training=False), model(inputs(), training=False))
 
 
+def test_one_name_serves_several_models(saved, registry_dir, tmp_path):
+    """`weights="cifar10"` means the VGG-Small file for VGGSmall and the ResNet-18 file for ResNet18."""
+    vgg, vgg_path = saved
+    resnet = zoo.ResNet18(input_shape=(16, 16, 3), num_classes=3, width=0.125, kernel_quantizer="ste_sign")
+    resnet_path = zoo.save_pretrained(resnet, tmp_path / "resnet.npz")
+    zoo.register_weights("cifar10", vgg_path)
+    zoo.register_weights("cifar10", resnet_path)
+    assert sorted(p.name for p in registry_dir.glob("*.npz")) == ["resnet18_cifar10.npz", "vggsmall_cifar10.npz"]
+    restored = zoo.ResNet18(input_shape=(16, 16, 3), num_classes=3, width=0.125, kernel_quantizer="ste_sign",
+                            weights="cifar10")
+    x = tf.random.stateless_normal((2, 16, 16, 3), seed=(1, 2))
+    np.testing.assert_array_equal(restored(x, training=False), resnet(x, training=False))
+    with pytest.raises(ValueError, match="registered for 'resnet34'.*none shipped"):
+        zoo.ResNet34(input_shape=(16, 16, 3), num_classes=3, width=0.125, weights="cifar10")
+
+
 def test_sha256_mismatch_and_unknown_name_raise(saved, registry_dir):
     zoo.register_weights("tiny_vgg", saved[1])
-    with open(registry_dir / "tiny_vgg.npz", "ab") as f:
+    with open(registry_dir / "vggsmall_tiny_vgg.npz", "ab") as f:
         f.write(b"tampered")
     with pytest.raises(ValueError, match="sha256 mismatch"):
         zoo.VGGSmall(weights="tiny_vgg", **TINY)
     with pytest.raises(ValueError, match="'tiny_vgg'"):  # the message lists the valid names
         zoo.VGGSmall(weights="tiny_vggg", **TINY)
+    with pytest.raises(ValueError, match="No shipped weights 'nope' for 'vggsmall'.*'tiny_vgg'"):
+        zoo.registered_weights("vggsmall", "nope")
 
 
 def test_shipped_registry_is_consistent():
     registry = json.loads((pretrained.WEIGHTS_DIR / pretrained.REGISTRY_FILENAME).read_text())
-    for name, entry in registry.items():
-        path = pretrained.WEIGHTS_DIR / entry["file"]
-        assert pretrained.sha256(path) == entry["sha256"], name
-        assert pretrained.read_metadata(path)["model"] == entry["model"]
+    for model_name, entries in registry.items():
+        for name, entry in entries.items():
+            path = pretrained.WEIGHTS_DIR / entry["file"]
+            assert pretrained.sha256(path) == entry["sha256"], (model_name, name)
+            assert pretrained.read_metadata(path)["model"] == model_name
+
+
+def shipped_with_measured_slice() -> list:
+    registry = json.loads((pretrained.WEIGHTS_DIR / pretrained.REGISTRY_FILENAME).read_text())
+    return [(model_name, name) for model_name, entries in registry.items() for name, entry in entries.items()
+            if "slice" in entry.get("provenance", {})]
+
+
+@pytest.mark.parametrize("model_name,name", shipped_with_measured_slice())
+def test_shipped_weights_reproduce_their_documented_accuracy(model_name, name):
+    """The accuracy `benchmarks/zoo_weights.py` recorded (and the README quotes) on a fixed seeded
+    slice of the test set is what the shipped file gives after a fresh load."""
+    from hbnn_larq import data
+
+    entry = zoo.registered_weights(model_name, name)
+    recorded = entry["provenance"]["slice"]
+    width = pretrained.read_metadata(pretrained.WEIGHTS_DIR / entry["file"])["width"]
+    try:
+        dataset = data.load_dataset(recorded["dataset"], batch_size=250, max_train_examples=250,
+                                    max_test_examples=recorded["max_test_examples"], seed=recorded["seed"],
+                                    download=False)
+    except data.DatasetNotFoundError:
+        pytest.skip(f"{recorded['dataset']} is not available offline")
+    model = zoo.get_model(model_name, weights=name, input_shape=dataset.input_shape, num_classes=dataset.num_classes,
+                          width=width)
+    correct = sum(int(np.sum(np.argmax(model(x, training=False), -1) == y.numpy())) for x, y in dataset.test)
+    # Float summation order may differ across machines: allow two of the slice's images to change.
+    assert abs(correct / dataset.num_test - recorded["accuracy"]) <= 2 / dataset.num_test

@@ -13,6 +13,7 @@ from hbnn_larq.zoo.pretrained import (
     available_weights,
     load_pretrained,
     register_weights,
+    registered_weights,
     save_pretrained,
 )
 from hbnn_larq.zoo.registry import MODELS, get_model, model_names
@@ -29,5 +30,6 @@ __all__ = [
     "load_pretrained",
     "model_names",
     "register_weights",
+    "registered_weights",
     "save_pretrained",
 ]

@@ -15,8 +15,10 @@ kernel into the latent kernel and resets every `HyperbolicSign` to the origin ch
 active index 0), where \\(\\exp_0(v)\\) is a positive multiple of \\(v\\), so the quantizer
 reproduces the stored kernel exactly; for any other quantizer the restored kernel is checked.
 
-Shipped weights live in `hbnn_larq/zoo/weights/` and are listed in `weights/registry.json` with
-their sha256; `register_weights` adds one.
+Shipped weights live in `hbnn_larq/zoo/weights/` and are listed in `weights/registry.json`, per
+model and name (`{"vggsmall": {"cifar10": {...}}}`, so `VGGSmall(weights="cifar10")` and
+`ResNet18(weights="cifar10")` find different files), with their sha256 and provenance;
+`register_weights` adds one.
 """
 
 from __future__ import annotations
@@ -120,6 +122,7 @@ def zoo_metadata(model: tf.keras.Model) -> dict | None:
 
 # -- registry ------------------------------------------------------------------------------------
 def _registry(weights_dir: Path) -> dict:
+    """`{model name: {weights name: entry}}` from the folder's registry file."""
     path = Path(weights_dir) / REGISTRY_FILENAME
     if not path.is_file():
         return {}
@@ -127,9 +130,25 @@ def _registry(weights_dir: Path) -> dict:
         return json.load(f)
 
 
-def available_weights() -> list[str]:
-    """The names of the weights shipped in `hbnn_larq/zoo/weights/`."""
-    return sorted(_registry(WEIGHTS_DIR))
+def available_weights(model_name: str | None = None) -> list[str]:
+    """The names of the weights shipped in `hbnn_larq/zoo/weights/` for `model_name` (what its
+    `weights=` accepts), or every name of every model."""
+    registry = _registry(WEIGHTS_DIR)
+    models = [model_name] if model_name is not None else list(registry)
+    return sorted({name for model in models for name in registry.get(model, {})})
+
+
+def registered_weights(model_name: str, name: str) -> dict:
+    """The registry entry of the shipped weights `name` of `model_name` (file, sha256, provenance).
+
+    # Raises
+    ValueError: if there is no such entry (the message lists the names there are).
+    """
+    entries = _registry(WEIGHTS_DIR).get(model_name, {})
+    if name not in entries:
+        names = ", ".join(map(repr, sorted(entries))) or "none shipped"
+        raise ValueError(f"No shipped weights {name!r} for {model_name!r}; registered names: {names}.")
+    return entries[name]
 
 
 def sha256(path) -> str:
@@ -141,13 +160,20 @@ def sha256(path) -> str:
     return digest.hexdigest()
 
 
-def register_weights(name: str, path, *, description: str = "", weights_dir=None) -> dict:
+def register_weights(name: str, path, *, description: str = "", provenance: dict | None = None,
+                     weights_dir=None) -> dict:
     """Publish a weights file: copy it into the weights folder and record its sha256.
 
+    The entry is filed under the model the file was saved from, so one name (e.g. the dataset,
+    `"cifar10"`) can serve several models.
+
     # Arguments
-    name: the registry name (what users pass as `weights=`), e.g. `"vggsmall_cifar10_hbnn"`.
+    name: the registry name (what users pass as `weights=`), e.g. `"cifar10"`.
     path: a file written by `save_pretrained`.
     description: free text (dataset, recipe, accuracy).
+    provenance: JSON-safe facts stored with the entry, e.g. the training command, the number of
+        epochs and the measured test accuracy (`test_accuracy`, and `slice` for the test that
+        checks them).
     weights_dir: the folder holding `registry.json`; default the package's `weights/`.
 
     # Returns
@@ -160,20 +186,21 @@ def register_weights(name: str, path, *, description: str = "", weights_dir=None
         raise ValueError(f"`name` must be made of letters, digits, '_' and '-', got {name!r}.")
     weights_dir = Path(weights_dir or WEIGHTS_DIR)
     metadata = read_metadata(path)
-    filename = f"{name}.npz"
+    model_name = metadata["model"]
+    filename = f"{model_name}_{name}.npz"
     weights_dir.mkdir(parents=True, exist_ok=True)
     if Path(path).resolve() != (weights_dir / filename).resolve():
         shutil.copyfile(path, weights_dir / filename)
     entry = {
         "file": filename,
         "sha256": sha256(weights_dir / filename),
-        "model": metadata["model"],
         "num_classes": metadata["num_classes"],
         "include_top": metadata["include_top"],
         "description": description,
+        **({"provenance": json.loads(json.dumps(provenance))} if provenance else {}),
     }
     registry = _registry(weights_dir)
-    registry[name] = entry
+    registry.setdefault(model_name, {})[name] = entry
     with open(weights_dir / REGISTRY_FILENAME, "w") as f:
         json.dump(registry, f, indent=2, sort_keys=True)
         f.write("\n")
@@ -198,7 +225,7 @@ def resolve_weights(weights, metadata: dict):
         return None
     if not isinstance(weights, (str, os.PathLike)):
         raise ValueError(f"`weights` must be None, a registered name or a file path, got {weights!r}.")
-    registry = _registry(WEIGHTS_DIR)
+    registry = _registry(WEIGHTS_DIR).get(metadata["model"], {})
     if isinstance(weights, str) and weights in registry:
         entry = registry[weights]
         path = WEIGHTS_DIR / entry["file"]
@@ -214,8 +241,8 @@ def resolve_weights(weights, metadata: dict):
     else:
         names = ", ".join(map(repr, sorted(registry))) or "none shipped"
         raise ValueError(
-            f"`weights` must be None, the path of an existing weights file, or one of the registered "
-            f"names ({names}); got {weights!r}."
+            f"`weights` must be None, the path of an existing weights file, or one of the names "
+            f"registered for {metadata['model']!r} ({names}); got {weights!r}."
         )
     check_compatible(read_metadata(path), metadata, source=str(weights))
     return path

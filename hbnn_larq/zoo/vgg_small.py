@@ -75,7 +75,7 @@ def VGGSmall(
     num_classes: number of classes, int >= 1. Default 10.
     include_top: whether to include the classifier; without it the model returns the
         `(h/8, w/8, 512·width)` feature map after the last Hardtanh.
-    weights: `None`, the name of shipped weights (`hbnn_larq.zoo.pretrained.available_weights()`)
+    weights: `None`, the name of shipped weights (`hbnn_larq.zoo.pretrained.available_weights("vggsmall")`)
         or the path of a file written by `hbnn_larq.zoo.save_pretrained`.
     kernel_quantizer: the binary convs' kernel quantizer; `None` is a fresh
         `hbnn_larq.HyperbolicSign()` per layer. Also accepts an alias (`"ste_sign"`), a config

@@ -1,0 +1,126 @@
+"""Train, measure and publish the zoo's shipped CIFAR-10 weights (`weights="cifar10"`).
+
+For each model the script runs one plain `python train.py ...` command (full width, HBNN
+defaults: `--quantizer hbnn`, point multiplier 100, SGD 0.9, lr 0.1 cosine, batch 256, wd 5e-4),
+which resumes from its last completed epoch when it is run again, so training can be spread over
+several sittings. Once the run is complete the script reloads the bit-packed `weights.npz` into a
+fresh zoo model, measures its test accuracy on the whole CIFAR-10 test set and on a fixed seeded
+slice of 1000 test images (what `tests/test_zoo_pretrained.py` re-checks), registers the file
+as `weights="cifar10"` with that provenance, and writes `benchmarks/results/zoo-weights.json`.
+
+```bash
+python benchmarks/zoo_weights.py --models vggsmall resnet18      # train (or resume), then publish
+python benchmarks/zoo_weights.py --table                         # print what is published
+```
+
+The number of epochs is fixed per model (the cosine schedule needs it up front): change
+`EPOCHS` only together with a fresh run directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "zoo-weights.json"
+RUNS = ROOT / "benchmarks" / "runs" / "zoo"
+NAME = "cifar10"
+EPOCHS = {"vggsmall": 10, "resnet18": 10}
+# The test-set slice the shipped entry records and the test suite re-measures.
+SLICE = {"dataset": "cifar10", "max_test_examples": 1000, "seed": 0}
+
+
+def command(model: str) -> list[str]:
+    return [sys.executable, str(ROOT / "train.py"), "--model", model, "--dataset", "cifar10",
+            "--epochs", str(EPOCHS[model]), "--warmup-epochs", "1", "--quantizer", "hbnn", "--seed", "0",
+            "--run-dir", str(RUNS / f"{model}-{NAME}"), "--verbose", "2"]
+
+
+def printable(cmd: list[str]) -> str:
+    return " ".join("python" if c == sys.executable else os.path.relpath(c, ROOT) if c.startswith(str(ROOT)) else c
+                    for c in cmd)
+
+
+def train(model: str) -> dict | None:
+    cmd = command(model)
+    print("run:", printable(cmd), flush=True)
+    RUNS.mkdir(parents=True, exist_ok=True)
+    with open(RUNS / f"{model}-{NAME}.log", "a") as log:
+        code = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    results_path = RUNS / f"{model}-{NAME}" / "results.json"
+    if code != 0 or not results_path.is_file():
+        print(f"{model}: training not finished (exit {code}); run the script again to resume")
+        return None
+    return json.loads(results_path.read_text())
+
+
+def accuracy(model_name: str, weights, **dataset_kwargs) -> float:
+    """Top-1 accuracy of the zoo model loaded from `weights` on the CIFAR-10 test split."""
+    from hbnn_larq import data, zoo
+
+    dataset = data.load_dataset("cifar10", batch_size=250, max_train_examples=250, download=False, **dataset_kwargs)
+    model = zoo.get_model(model_name, weights=weights, input_shape=dataset.input_shape,
+                          num_classes=dataset.num_classes, width=zoo.pretrained.read_metadata(weights)["width"])
+    model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return float(model.evaluate(dataset.test, verbose=0)[1])
+
+
+def publish(model: str, results: dict) -> dict:
+    from hbnn_larq import zoo
+
+    weights = RUNS / f"{model}-{NAME}" / "weights.npz"
+    slice_args = {k: v for k, v in SLICE.items() if k != "dataset"}
+    provenance = {
+        "command": printable(command(model)),
+        "epochs": len(results["epochs"]),
+        "train_time_h": round(results["train_time_s"] / 3600, 2),
+        "test_accuracy_at_end_of_training": results["final"]["test_accuracy"],
+        "test_accuracy": accuracy(model, weights),
+        "slice": {**SLICE, "accuracy": accuracy(model, weights, **slice_args)},
+        "machine": results.get("machine"),
+        "versions": results.get("versions"),
+    }
+    description = (f"CIFAR-10, HBNN defaults, {provenance['epochs']} epochs on 2 CPU cores, "
+                   f"top-1 {100 * provenance['test_accuracy']:.2f} %")
+    entry = zoo.register_weights(NAME, weights, description=description, provenance=provenance)
+    return {"model": model, "name": NAME, **entry}
+
+
+def load_store() -> dict:
+    return json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+
+
+def print_table(store: dict) -> None:
+    header = f"{'model':10s} {'weights':8s} {'epochs':>6s} {'train h':>7s} {'test top-1 %':>12s} {'slice %':>8s} {'MB':>6s}"
+    print(header)
+    print("-" * len(header))
+    for model, entry in sorted(store.items()):
+        p = entry["provenance"]
+        size = (ROOT / "hbnn_larq" / "zoo" / "weights" / entry["file"]).stat().st_size / 1e6
+        print(f"{model:10s} {entry['name']:8s} {p['epochs']:6d} {p['train_time_h']:7.2f} "
+              f"{100 * p['test_accuracy']:12.2f} {100 * p['slice']['accuracy']:8.2f} {size:6.2f}")
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="*", choices=sorted(EPOCHS), default=sorted(EPOCHS))
+    parser.add_argument("--table", action="store_true", help="only print what is published")
+    args = parser.parse_args(argv)
+    store = load_store()
+    if not args.table:
+        for model in args.models:
+            results = train(model)
+            if results is not None:
+                store[model] = publish(model, results)
+                RESULTS.parent.mkdir(parents=True, exist_ok=True)
+                RESULTS.write_text(json.dumps(store, indent=1) + "\n")
+    print_table(store)
+
+
+if __name__ == "__main__":
+    main()
