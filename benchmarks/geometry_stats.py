@@ -1,0 +1,117 @@
+"""Where do an HBNN layer's binary weights come from? Per-layer geometry of trained runs.
+
+For every `HyperbolicSign` layer of a trained run (its `model.keras`), in float64 NumPy,
+independently of the library's TensorFlow code:
+
+- `n`: weights in the layer (one point of the ball per layer with the default grouping);
+- `rms w~`: root-mean-square latent weight, \\(\\|\\tilde w\\|/\\sqrt n\\);
+- `tanh arg`: \\(a = \\sqrt r\\,\\lambda_p\\|\\tilde w\\|/2\\); the radial derivative of the map
+  is \\(\\operatorname{sech}^2 a\\), so \\(a \\gtrsim 2\\) means the map is saturated;
+- `|p|/R`, `|w|/R`: the point's and the mapped weight's distance from the origin as a fraction
+  of the radius \\(R = 1/\\sqrt r\\);
+- `=sign(w~)`: fraction of binary weights equal to \\(\\operatorname{sign}(\\tilde w)\\) (what a plain
+  STE BNN with the same latent weights would use); `=sign(p)`: fraction equal to the sign of the
+  point. Together they say whether the point or the latent weight decides the binary kernel.
+
+```bash
+python benchmarks/geometry_stats.py benchmarks/runs/quick/hbnn-m100-s0 benchmarks/runs/quick/hbnn-m1-s0
+```
+
+Writes `benchmarks/results/geometry-<run>.json` per run and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def mobius_add(x: np.ndarray, y: np.ndarray, r: float) -> np.ndarray:
+    xy, x2, y2 = np.dot(x, y), np.dot(x, x), np.dot(y, y)
+    return ((1 + 2 * r * xy + r * y2) * x + (1 - r * x2) * y) / (1 + 2 * r * xy + r * r * x2 * y2)
+
+
+def layer_stats(latent: np.ndarray, point: np.ndarray, r: float, boundary: bool) -> dict:
+    v = latent.astype(np.float64).ravel()
+    p = point.astype(np.float64).ravel()
+    sqrt_r, vnorm = np.sqrt(r), np.linalg.norm(v)
+    lam = 2.0 / (1.0 - r * np.dot(p, p))
+    arg = sqrt_r * lam * vnorm / 2.0
+    scale = 1.0 if boundary else np.tanh(arg)
+    w = mobius_add(p, v * (scale / (sqrt_r * vnorm)), r)
+    binary = np.where(w >= 0, 1.0, -1.0)
+    moved = p != 0
+    return {
+        "binary": binary,
+        "n": int(v.size),
+        "rms_latent": float(vnorm / np.sqrt(v.size)),
+        "tanh_arg": float(arg),
+        "point_radius_fraction": float(sqrt_r * np.linalg.norm(p)),
+        "weight_radius_fraction": float(sqrt_r * np.linalg.norm(w)),
+        "agree_latent_sign": float(np.mean(binary == np.where(v >= 0, 1.0, -1.0))),
+        "agree_point_sign": float(np.mean(binary[moved] == np.sign(p[moved]))) if moved.any() else None,
+    }
+
+
+def run_stats(run_dir: Path) -> list[dict]:
+    import hbnn_larq
+    import tensorflow as tf
+
+    model = tf.keras.models.load_model(run_dir / "model.keras")
+    rows = []
+    for layer in hbnn_larq.quantizers._all_layers(model):
+        quantizer = getattr(layer, "kernel_quantizer", None)
+        if not isinstance(quantizer, hbnn_larq.HyperbolicSign):
+            continue
+        if quantizer.grouping != "layer":
+            raise SystemExit(f"{run_dir}: layer {layer.name} uses grouping={quantizer.grouping!r}; "
+                             "this script analyses the default layer-flat grouping only.")
+        point = quantizer.points[int(quantizer.active_index.numpy())].numpy()
+        stats = layer_stats(layer.kernel.numpy(), point, quantizer.r, quantizer.boundary)
+        # The float64 map must reproduce the library's float32 binary kernel (up to coordinates
+        # within rounding of 0), or the table would describe some other kernel.
+        mismatch = np.mean(stats.pop("binary") != quantizer(layer.kernel).numpy().ravel())
+        if mismatch > 1e-4:
+            raise SystemExit(f"{run_dir}: layer {layer.name}: float64 reference and library disagree on "
+                             f"{100 * mismatch:.3f} % of the binary weights")
+        rows.append({"layer": layer.name, **stats, "reference_mismatch": float(mismatch)})
+    return rows
+
+
+def print_table(run: str, rows: list[dict]) -> None:
+    print(f"\n{run}")
+    header = (f"{'layer':8s} {'n':>8s} {'rms w~':>8s} {'tanh arg':>8s} {'|p|/R':>7s} {'|w|/R':>7s} "
+              f"{'=sign(w~)':>9s} {'=sign(p)':>9s}")
+    print(header)
+    print("-" * len(header))
+    for row in rows:
+        point = "-" if row["agree_point_sign"] is None else f"{100 * row['agree_point_sign']:8.1f}%"
+        print(f"{row['layer']:8s} {row['n']:8d} {row['rms_latent']:8.4f} {row['tanh_arg']:8.2f} "
+              f"{row['point_radius_fraction']:7.3f} {row['weight_radius_fraction']:7.3f} "
+              f"{100 * row['agree_latent_sign']:8.1f}% {point:>9s}")
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", nargs="+", type=Path, help="run directories written by train.py (with model.keras)")
+    args = parser.parse_args(argv)
+    for run_dir in args.runs:
+        if not (run_dir / "model.keras").is_file():
+            parser.error(f"{run_dir} has no model.keras (is it a finished train.py run directory?)")
+        rows = run_stats(run_dir)
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        out = RESULTS / f"geometry-{run_dir.name}.json"
+        out.write_text(json.dumps({"run": os.path.relpath(run_dir.resolve(), ROOT), "layers": rows}, indent=1) + "\n")
+        print_table(run_dir.name, rows)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
