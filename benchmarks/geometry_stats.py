@@ -15,9 +15,11 @@ independently of the library's TensorFlow code:
 
 ```bash
 python benchmarks/geometry_stats.py benchmarks/runs/quick/hbnn-m100-s0 benchmarks/runs/quick/hbnn-m1-s0
+python benchmarks/geometry_stats.py --init vggsmall 0.25 --init vggsmall 1.0   # at initialisation
 ```
 
-Writes `benchmarks/results/geometry-<run>.json` per run and prints a table.
+Writes `benchmarks/results/geometry-<run>.json` per run (or `geometry-init-<model>-w<width>.json`)
+and prints a table.
 """
 
 from __future__ import annotations
@@ -61,18 +63,32 @@ def layer_stats(latent: np.ndarray, point: np.ndarray, r: float, boundary: bool)
     }
 
 
-def run_stats(run_dir: Path) -> list[dict]:
-    import hbnn_larq
+def run_model(run_dir: Path):
+    import hbnn_larq  # noqa: F401  (legacy Keras and the custom objects, before loading)
     import tensorflow as tf
 
-    model = tf.keras.models.load_model(run_dir / "model.keras")
+    return tf.keras.models.load_model(run_dir / "model.keras")
+
+
+def initial_model(model_name: str, width: float):
+    """A freshly initialised zoo model (HBNN defaults), its quantizers built by one call."""
+    from hbnn_larq import zoo
+
+    model = zoo.get_model(model_name, width=width, input_shape=(32, 32, 3))
+    model(np.zeros((1, 32, 32, 3), np.float32), training=False)
+    return model
+
+
+def model_stats(model, source: str) -> list[dict]:
+    import hbnn_larq
+
     rows = []
     for layer in hbnn_larq.quantizers._all_layers(model):
         quantizer = getattr(layer, "kernel_quantizer", None)
         if not isinstance(quantizer, hbnn_larq.HyperbolicSign):
             continue
         if quantizer.grouping != "layer":
-            raise SystemExit(f"{run_dir}: layer {layer.name} uses grouping={quantizer.grouping!r}; "
+            raise SystemExit(f"{source}: layer {layer.name} uses grouping={quantizer.grouping!r}; "
                              "this script analyses the default layer-flat grouping only.")
         point = quantizer.points[int(quantizer.active_index.numpy())].numpy()
         stats = layer_stats(layer.kernel.numpy(), point, quantizer.r, quantizer.boundary)
@@ -80,7 +96,7 @@ def run_stats(run_dir: Path) -> list[dict]:
         # within rounding of 0), or the table would describe some other kernel.
         mismatch = np.mean(stats.pop("binary") != quantizer(layer.kernel).numpy().ravel())
         if mismatch > 1e-4:
-            raise SystemExit(f"{run_dir}: layer {layer.name}: float64 reference and library disagree on "
+            raise SystemExit(f"{source}: layer {layer.name}: float64 reference and library disagree on "
                              f"{100 * mismatch:.3f} % of the binary weights")
         rows.append({"layer": layer.name, **stats, "reference_mismatch": float(mismatch)})
     return rows
@@ -88,29 +104,40 @@ def run_stats(run_dir: Path) -> list[dict]:
 
 def print_table(run: str, rows: list[dict]) -> None:
     print(f"\n{run}")
-    header = (f"{'layer':8s} {'n':>8s} {'rms w~':>8s} {'tanh arg':>8s} {'|p|/R':>7s} {'|w|/R':>7s} "
+    width = max(8, *(len(row["layer"]) for row in rows))
+    header = (f"{'layer':{width}s} {'n':>8s} {'rms w~':>8s} {'tanh arg':>8s} {'|p|/R':>7s} {'|w|/R':>7s} "
               f"{'=sign(w~)':>9s} {'=sign(p)':>9s}")
     print(header)
     print("-" * len(header))
     for row in rows:
         point = "-" if row["agree_point_sign"] is None else f"{100 * row['agree_point_sign']:8.1f}%"
-        print(f"{row['layer']:8s} {row['n']:8d} {row['rms_latent']:8.4f} {row['tanh_arg']:8.2f} "
+        print(f"{row['layer']:{width}s} {row['n']:8d} {row['rms_latent']:8.4f} {row['tanh_arg']:8.2f} "
               f"{row['point_radius_fraction']:7.3f} {row['weight_radius_fraction']:7.3f} "
               f"{100 * row['agree_latent_sign']:8.1f}% {point:>9s}")
 
 
+def report(name: str, source: str, rows: list[dict]) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / f"geometry-{name}.json"
+    out.write_text(json.dumps({"source": source, "layers": rows}, indent=1) + "\n")
+    print_table(name, rows)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("runs", nargs="+", type=Path, help="run directories written by train.py (with model.keras)")
+    parser.add_argument("runs", nargs="*", type=Path, help="run directories written by train.py (with model.keras)")
+    parser.add_argument("--init", nargs=2, action="append", default=[], metavar=("MODEL", "WIDTH"),
+                        help="also report a freshly initialised zoo model, e.g. --init vggsmall 1.0")
     args = parser.parse_args(argv)
     for run_dir in args.runs:
         if not (run_dir / "model.keras").is_file():
             parser.error(f"{run_dir} has no model.keras (is it a finished train.py run directory?)")
-        rows = run_stats(run_dir)
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        out = RESULTS / f"geometry-{run_dir.name}.json"
-        out.write_text(json.dumps({"run": os.path.relpath(run_dir.resolve(), ROOT), "layers": rows}, indent=1) + "\n")
-        print_table(run_dir.name, rows)
+    for model_name, width in args.init:
+        source = f"init {model_name} width {float(width)}"
+        report(f"init-{model_name}-w{float(width)}", source, model_stats(initial_model(model_name, float(width)), source))
+    for run_dir in args.runs:
+        source = os.path.relpath(run_dir.resolve(), ROOT)
+        report(run_dir.name, source, model_stats(run_model(run_dir), source))
 
 
 if __name__ == "__main__":
