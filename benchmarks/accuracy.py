@@ -11,6 +11,10 @@ python benchmarks/accuracy.py --protocol quick --table               # print the
 python benchmarks/accuracy.py --protocol quick --rows ste hbnn-m100 --seeds 0 1 2
 ```
 
+The table reports, per row, mean ± std over seeds of the final test accuracy, and the paired
+difference (same seeds) to the protocol's tuned baseline, or for `<base>+hbnn-*` plug-in rows to
+the base method alone.
+
 Protocols
 - `quick`: VGGSmall at width 0.25 on the offline CIFAR-10 copy, 10 epochs, batch 256, lr 0.1,
   cosine decay, 1 warm-up epoch, weight decay 5e-4: one run takes 15-25 min on 2 CPU cores.
@@ -149,6 +153,27 @@ def run(protocol: str, row: str, seed: int, store: dict) -> None:
     save(protocol, store)
 
 
+# The reference of the paired column: the tuned baseline (the comparison every claim must survive).
+BASELINE = {"quick": "ste-wlr3", "paper": "ste", "imagenette": "ste-wlr3", "radius": "ball-r0.05"}
+
+
+def reference_row(row: str, protocol: str) -> str | None:
+    """What `row` is compared with: a plug-in row `<base>+hbnn-...` with its base method, every
+    other row with the protocol's tuned baseline."""
+    return row.split("+hbnn")[0] if "+hbnn" in row else BASELINE.get(protocol)
+
+
+def paired_difference(entries: list[dict], reference: list[dict]) -> tuple[float, float, int] | None:
+    """Mean and std over the seeds both rows ran of (row - reference) final accuracy, in points.
+
+    Pairing by seed removes what the seed does to both rows alike (data order, initialisation)."""
+    by_seed = {e["seed"]: e["final_test_accuracy"] for e in reference}
+    diffs = [100 * (e["final_test_accuracy"] - by_seed[e["seed"]]) for e in entries if e["seed"] in by_seed]
+    if not diffs:
+        return None
+    return statistics.mean(diffs), (statistics.stdev(diffs) if len(diffs) > 1 else 0.0), len(diffs)
+
+
 def table(store: dict) -> list[dict]:
     by_row: dict[str, list[dict]] = {}
     for entry in store["runs"].values():
@@ -165,18 +190,25 @@ def table(store: dict) -> list[dict]:
             "best_epoch": statistics.mean(e["best_epoch"] for e in entries),
             "flips_total": statistics.mean(e["flips"].get("flips_total/mean", [0])[-1] for e in entries),
             "minutes": statistics.mean((e["wall_time_s"] or 0) / 60 for e in entries),
+            "reference": (reference := reference_row(row, store["protocol"])),
+            "vs_reference": paired_difference(entries, by_row.get(reference, [])),
         })
     return lines
 
 
 def print_table(store: dict) -> None:
-    header = f"{'row':24s} {'seeds':>5s} {'final test acc %':>18s} {'best %':>7s} {'best ep':>7s} {'flips':>6s} {'min/run':>7s}"
+    header = (f"{'row':24s} {'seeds':>5s} {'final test acc %':>18s} {'best %':>7s} {'best ep':>7s} {'flips':>6s} "
+              f"{'min/run':>7s}  {'paired difference, points':34s}")
     print(f"protocol: {store['protocol']}  ({' '.join(PROTOCOLS[store['protocol']])})")
     print(header)
     print("-" * len(header))
     for line in table(store):
+        paired = line["vs_reference"]
+        versus = "" if paired is None or line["reference"] == line["row"] else (
+            f"{paired[0]:+6.2f} ± {paired[1]:4.2f} vs {line['reference']} (n={paired[2]})")
         print(f"{line['row']:24s} {line['seeds']:5d} {line['final_mean']:10.2f} ± {line['final_std']:5.2f} "
-              f"{line['best_mean']:7.2f} {line['best_epoch']:7.1f} {line['flips_total']:6.3f} {line['minutes']:7.1f}")
+              f"{line['best_mean']:7.2f} {line['best_epoch']:7.1f} {line['flips_total']:6.3f} {line['minutes']:7.1f} "
+              f" {versus}")
 
 
 def main(argv=None) -> None:
