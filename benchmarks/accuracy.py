@@ -71,6 +71,10 @@ ROWS = {
     "ir_net+hbnn-m100": ("plugins", ["--quantizer", "ir_net+hbnn", "--point-lr-multiplier", "100"]),
     "recu": ("plugins", ["--quantizer", "recu"]),
     "recu+hbnn-m100": ("plugins", ["--quantizer", "recu+hbnn", "--point-lr-multiplier", "100"]),
+    # The bases standardise each filter, so the gradient reaching the mapped weight (and the
+    # point) is already ~1/std larger than sign/STE's: sweep the points' step for them too.
+    **{f"{base}+hbnn-m{m}": ("plugins-tune", ["--quantizer", f"{base}+hbnn", "--point-lr-multiplier", str(m)])
+       for base in ("ir_net", "recu") for m in (1, 10)},
 }
 RADIUS_ROWS = {
     f"{kind}-r{r}": ("radius", ["--quantizer", quantizer, "--radius", str(r), "--point-lr-multiplier", "100"])
@@ -214,7 +218,7 @@ def print_table(store: dict) -> None:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--protocol", choices=sorted(PROTOCOLS), default="quick")
-    parser.add_argument("--stage", choices=["paper", "tune", "plugins", "radius", "all"], default=None,
+    parser.add_argument("--stage", choices=["paper", "tune", "plugins", "plugins-tune", "radius", "all"], default=None,
                         help="which rows to run (for the final >= 3-seed runs name them with --rows and --seeds)")
     parser.add_argument("--rows", nargs="*", default=None, help="row names (see ROWS in this file)")
     parser.add_argument("--seeds", nargs="*", type=int, default=[0])
