@@ -9,7 +9,7 @@ independently of the library's TensorFlow code:
   is \\(\\operatorname{sech}^2 a\\), so \\(a \\gtrsim 2\\) means the map is saturated;
 - `|p|/R`, `|w|/R`: the point's and the mapped weight's distance from the origin as a fraction
   of the radius \\(R = 1/\\sqrt r\\);
-- `=sign(w~)`: fraction of binary weights equal to \\(\\operatorname{sign}(\\tilde w)\\) (what a plain
+- `=sign(w~)`: fraction of binary weights (after the base binarizer, for IR-Net/ReCU + HBNN) equal to \\(\\operatorname{sign}(\\tilde w)\\) (what a plain
   STE BNN with the same latent weights would use); `=sign(p)`: fraction equal to the sign of the
   point. Together they say whether the point or the latent weight decides the binary kernel.
 
@@ -41,18 +41,26 @@ def mobius_add(x: np.ndarray, y: np.ndarray, r: float) -> np.ndarray:
     return ((1 + 2 * r * xy + r * y2) * x + (1 - r * x2) * y) / (1 + 2 * r * xy + r * r * x2 * y2)
 
 
-def layer_stats(latent: np.ndarray, point: np.ndarray, r: float, boundary: bool) -> dict:
+def mapped_weight(latent: np.ndarray, point: np.ndarray, r: float, boundary: bool) -> np.ndarray:
+    """\\(\\exp_p(\\tilde w)\\) (or its boundary variant) of the flattened layer, in float64."""
+    v = latent.astype(np.float64).ravel()
+    p = point.astype(np.float64).ravel()
+    sqrt_r, vnorm = np.sqrt(r), np.linalg.norm(v)
+    scale = 1.0 if boundary else np.tanh(sqrt_r * (2.0 / (1.0 - r * np.dot(p, p))) * vnorm / 2.0)
+    return mobius_add(p, v * (scale / (sqrt_r * vnorm)), r)
+
+
+def layer_stats(latent: np.ndarray, point: np.ndarray, r: float, boundary: bool, binary: np.ndarray) -> dict:
+    """Statistics of one layer whose binary kernel (as the network uses it) is `binary`."""
     v = latent.astype(np.float64).ravel()
     p = point.astype(np.float64).ravel()
     sqrt_r, vnorm = np.sqrt(r), np.linalg.norm(v)
     lam = 2.0 / (1.0 - r * np.dot(p, p))
     arg = sqrt_r * lam * vnorm / 2.0
-    scale = 1.0 if boundary else np.tanh(arg)
-    w = mobius_add(p, v * (scale / (sqrt_r * vnorm)), r)
-    binary = np.where(w >= 0, 1.0, -1.0)
+    w = mapped_weight(latent, point, r, boundary)
+    binary = np.where(binary.ravel() >= 0, 1.0, -1.0)
     moved = p != 0
     return {
-        "binary": binary,
         "n": int(v.size),
         "rms_latent": float(vnorm / np.sqrt(v.size)),
         "tanh_arg": float(arg),
@@ -91,14 +99,20 @@ def model_stats(model, source: str) -> list[dict]:
             raise SystemExit(f"{source}: layer {layer.name} uses grouping={quantizer.grouping!r}; "
                              "this script analyses the default layer-flat grouping only.")
         point = quantizer.points[int(quantizer.active_index.numpy())].numpy()
-        stats = layer_stats(layer.kernel.numpy(), point, quantizer.r, quantizer.boundary)
-        # The float64 map must reproduce the library's float32 binary kernel (up to coordinates
-        # within rounding of 0), or the table would describe some other kernel.
-        mismatch = np.mean(stats.pop("binary") != quantizer(layer.kernel).numpy().ravel())
+        latent = layer.kernel.numpy()
+        # The float64 map must reproduce the signs of the library's float32 mapped weight (up to
+        # coordinates within rounding of 0), or the table would describe some other kernel.
+        reference = mapped_weight(latent, point, quantizer.r, quantizer.boundary) >= 0
+        library = quantizer.project(layer.kernel, quantizer.active_point).numpy().ravel() >= 0
+        mismatch = float(np.mean(reference != library))
         if mismatch > 1e-4:
-            raise SystemExit(f"{source}: layer {layer.name}: float64 reference and library disagree on "
-                             f"{100 * mismatch:.3f} % of the binary weights")
-        rows.append({"layer": layer.name, **stats, "reference_mismatch": float(mismatch)})
+            raise SystemExit(f"{source}: layer {layer.name}: float64 reference and library disagree on the "
+                             f"sign of {100 * mismatch:.3f} % of the mapped weights")
+        # What the network uses: sign(w), or the base binarizer's output (IR-Net, ReCU) of w.
+        binary = quantizer(layer.kernel).numpy()
+        rows.append({"layer": layer.name, **layer_stats(latent, point, quantizer.r, quantizer.boundary, binary),
+                     "base": None if quantizer.base is None else type(quantizer.base).__name__,
+                     "reference_mismatch": mismatch})
     return rows
 
 
