@@ -65,7 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weight-decay", type=_non_negative_float,
                    help="coupled L2 on kernels only; default 5e-4 for 32-px data, 1e-4 for ImageNet-like")
     p.add_argument("--latent-lr-multiplier", type=_positive_float, default=1.0, help="LR multiplier of latent binary kernels")
-    p.add_argument("--point-lr-multiplier", type=_positive_float, default=100.0, help="LR multiplier of the HBNN points")
+    p.add_argument("--point-lr-multiplier", type=_positive_float,
+                   help="LR multiplier of the HBNN points (default: the recipe's, see hbnn_larq.recipes)")
     p.add_argument("--point-update", choices=POINT_UPDATES, default="rsgd")
     p.add_argument("--radius", type=_positive_float, help="HBNN curvature r (default: the recipe's, 0.05 for hbnn)")
     p.add_argument("--cluster-size", type=_positive_int, default=1, help="EPC cluster size t")

@@ -23,7 +23,8 @@ data, weight decay 5e-4 (32 px) or 1e-4 (ImageNet-like).
   scaled by `latent_lr_multiplier`; with SGD (momentum is linear in the gradient) that is exactly
   a learning-rate multiplier for those variables.
 - The points of `HyperbolicSign` recipes get `RiemannianOptimizer`'s Riemannian step with
-  `point_lr_multiplier` times the scheduled learning rate.
+  `point_lr_multiplier` times the scheduled learning rate (default: the recipe's,
+  `hbnn_larq.recipes.point_lr_multiplier(name)`).
 
 **Run directory** (default `runs/<model>-<dataset>-<quantizer>-<hash of the config>`, so that
 re-running the same command finds and resumes the same run): `config.json`, `backup/` (the
@@ -86,7 +87,7 @@ class TrainConfig:
     warmup_epochs: float | None = None
     weight_decay: float | None = None
     latent_lr_multiplier: float = 1.0
-    point_lr_multiplier: float = 100.0
+    point_lr_multiplier: float | None = None
     point_update: str = "rsgd"
     radius: float | None = None
     cluster_size: int = 1
@@ -129,6 +130,10 @@ class TrainConfig:
         if not 0 <= self.momentum < 1:
             raise ConfigError(f"`momentum` must be in [0, 1), got {self.momentum!r}.")
         return self
+
+    def resolved_point_lr_multiplier(self) -> float | None:
+        """The points' LR multiplier: the configured one, else the recipe's (None without points)."""
+        return self.point_lr_multiplier or recipes.point_lr_multiplier(self.quantizer)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -242,7 +247,8 @@ def make_optimizer(config: TrainConfig, model: tf.keras.Model, schedule, weight_
         multiplier=config.latent_lr_multiplier, learning_rate=schedule, momentum=config.momentum)
     if not recipes.is_hyperbolic(config.quantizer):
         return inner
-    return RiemannianOptimizer(inner, point_lr_multiplier=config.point_lr_multiplier, point_update=config.point_update)
+    return RiemannianOptimizer(inner, point_lr_multiplier=config.resolved_point_lr_multiplier(),
+                               point_update=config.point_update)
 
 
 def build_model(config: TrainConfig, dataset: data_lib.ImageDataset) -> tf.keras.Model:
@@ -415,6 +421,7 @@ def train(config: TrainConfig, *, model_fn=None) -> dict:
     weight_decay = config.weight_decay if config.weight_decay is not None else default_weight_decay(dataset.style)
     warmup = config.warmup_epochs if config.warmup_epochs is not None else default_warmup_epochs(epochs)
     recipe = {"epochs": epochs, "weight_decay": weight_decay, "warmup_epochs": warmup,
+              "point_lr_multiplier": config.resolved_point_lr_multiplier(),
               "steps_per_epoch": dataset.steps_per_epoch}
     run_dir.mkdir(parents=True, exist_ok=True)
     if chief:

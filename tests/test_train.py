@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from hbnn_larq import training
+from hbnn_larq import recipes, training
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
@@ -56,6 +56,22 @@ def test_weight_decay_on_kernels_only_and_latent_multiplier():
     for v in model.trainable_variables:
         expected = before[v.name] * (1 - 0.5 * 0.1 * {"binary/kernel:0": 3.0, "fp/kernel:0": 1.0}.get(v.name, 0.0))
         np.testing.assert_allclose(v.numpy(), expected, rtol=1e-6, err_msg=v.name)
+
+
+@pytest.mark.parametrize("quantizer", recipes.recipe_names())
+def test_points_step_defaults_to_the_recipes_and_reaches_the_optimizer(quantizer):
+    model = _toy_model()
+    default = training.TrainConfig(quantizer=quantizer)
+    expected = recipes.point_lr_multiplier(quantizer)
+    assert default.resolved_point_lr_multiplier() == expected
+    assert (expected is None) == (not recipes.is_hyperbolic(quantizer))
+    explicit = training.TrainConfig(quantizer=quantizer, point_lr_multiplier=7.0)
+    for config, multiplier in ((default, expected), (explicit, 7.0)):
+        optimizer = training.make_optimizer(config, model, 0.1, weight_decay=0.0)
+        if recipes.is_hyperbolic(quantizer):
+            assert optimizer.point_lr_multiplier == multiplier
+        else:
+            assert isinstance(optimizer, training.KernelSGD)
 
 
 def test_learning_rate_schedule():
