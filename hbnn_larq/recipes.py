@@ -20,12 +20,20 @@ schedules (EDE `t`, ReCU `τ`) need the `hbnn_larq.QuantizerSchedule` callback.
 
 from __future__ import annotations
 
+from typing import Callable, NamedTuple
+
 from hbnn_larq.ir_net import IRNetSign
 from hbnn_larq.quantizers import HyperbolicSign
 from hbnn_larq.recu import ReCUSign
 
-# name -> (factory(**options) -> kernel quantizer, kernel constraint, has points, point LR multiplier)
-_RECIPES: dict = {}
+class Recipe(NamedTuple):
+    make_quantizer: Callable  # make_quantizer(**options) -> a fresh kernel quantizer
+    kernel_constraint: object  # of the latent kernel, or None
+    hyperbolic: bool  # has Poincaré-ball points (needs RiemannianOptimizer)
+    point_lr_multiplier: float | None  # default step of the points
+
+
+_RECIPES: dict[str, Recipe] = {}
 # The points' step (x the scheduled LR) of the sign-based HBNN recipes: measured best of 1 and 100
 # on the quick protocol, in line with the independent implementation's 30-300 (README, results).
 POINT_LR_MULTIPLIER = 100.0
@@ -41,14 +49,14 @@ def register_recipe(name: str, make_quantizer, kernel_constraint=None, hyperboli
     `point_lr_multiplier` is the default step of its points (HBNN recipes only)."""
     if hyperbolic and point_lr_multiplier is None:
         point_lr_multiplier = POINT_LR_MULTIPLIER
-    _RECIPES[name] = (make_quantizer, kernel_constraint, hyperbolic, point_lr_multiplier)
+    _RECIPES[name] = Recipe(make_quantizer, kernel_constraint, hyperbolic, point_lr_multiplier)
 
 
 def recipe_names() -> list[str]:
     return sorted(_RECIPES)
 
 
-def _lookup(name: str):
+def _lookup(name: str) -> Recipe:
     if name not in _RECIPES:
         raise ValueError(f"`quantizer` must be one of {', '.join(recipe_names())}; got {name!r}.")
     return _RECIPES[name]
@@ -57,23 +65,23 @@ def _lookup(name: str):
 def kernel_quantizer(name: str, **options):
     """A fresh kernel quantizer for recipe `name`; `options` go to `HyperbolicSign` for HBNN
     recipes (e.g. `r`, `cluster_size`, `selection`, `grouping`) and are ignored otherwise."""
-    make, _, hyperbolic = _lookup(name)
-    return make(**options) if hyperbolic else make()
+    recipe = _lookup(name)
+    return recipe.make_quantizer(**options) if recipe.hyperbolic else recipe.make_quantizer()
 
 
 def kernel_constraint(name: str):
     """The latent-kernel constraint of recipe `name` (e.g. `"weight_clip"`), or None."""
-    return _lookup(name)[1]
+    return _lookup(name).kernel_constraint
 
 
 def is_hyperbolic(name: str) -> bool:
     """Whether recipe `name` has Poincaré-ball points (train it with `RiemannianOptimizer`)."""
-    return _lookup(name)[2]
+    return _lookup(name).hyperbolic
 
 
 def point_lr_multiplier(name: str) -> float | None:
     """The default `RiemannianOptimizer(point_lr_multiplier=...)` of recipe `name` (None without points)."""
-    return _lookup(name)[3]
+    return _lookup(name).point_lr_multiplier
 
 
 def _hbnn(**options):
