@@ -66,15 +66,16 @@ ROWS = {
     "hbnn-boundary-m100": ("tune", ["--quantizer", "hbnn-boundary", "--point-lr-multiplier", "100"]),
     "epc4-loss-m100": ("tune", EPC + ["--point-lr-multiplier", "100", "--selection", "loss"]),
     "epc4-geometric-m100": ("tune", EPC + ["--point-lr-multiplier", "100", "--selection", "geometric"]),
-    # HBNN as a plug-in (paper Tables 4-5): each base method with and without the hyperbolic map.
+    # HBNN as a plug-in (paper Tables 4-5): each base method with and without the hyperbolic map,
+    # the plug-in at its recipe's default points' step (1).
     "ir_net": ("plugins", ["--quantizer", "ir_net"]),
-    "ir_net+hbnn-m100": ("plugins", ["--quantizer", "ir_net+hbnn", "--point-lr-multiplier", "100"]),
+    "ir_net+hbnn-m1": ("plugins", ["--quantizer", "ir_net+hbnn", "--point-lr-multiplier", "1"]),
     "recu": ("plugins", ["--quantizer", "recu"]),
-    "recu+hbnn-m100": ("plugins", ["--quantizer", "recu+hbnn", "--point-lr-multiplier", "100"]),
+    "recu+hbnn-m1": ("plugins", ["--quantizer", "recu+hbnn", "--point-lr-multiplier", "1"]),
     # The bases standardise each filter, so the gradient reaching the mapped weight (and the
-    # point) is already ~1/std larger than sign/STE's: sweep the points' step for them too.
+    # point) is already ~1/std larger than sign/STE's: their points' step is swept separately.
     **{f"{base}+hbnn-m{m}": ("plugins-tune", ["--quantizer", f"{base}+hbnn", "--point-lr-multiplier", str(m)])
-       for base in ("ir_net", "recu") for m in (1, 10)},
+       for base in ("ir_net", "recu") for m in (10, 100)},
 }
 RADIUS_ROWS = {
     f"{kind}-r{r}": ("radius", ["--quantizer", quantizer, "--radius", str(r), "--point-lr-multiplier", "100"])
