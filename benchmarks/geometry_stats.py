@@ -9,6 +9,8 @@ independently of the library's TensorFlow code:
   is \\(\\operatorname{sech}^2 a\\), so \\(a \\gtrsim 2\\) means the map is saturated;
 - `|p|/R`, `|w|/R`: the point's and the mapped weight's distance from the origin as a fraction
   of the radius \\(R = 1/\\sqrt r\\);
+- `1/std(w_o)`: mean over output filters of 1 / the std of the mapped filter: the factor by which
+  per-filter standardisation (IR-Net, ReCU) scales the gradient reaching w (and the point);
 - `=sign(w~)`: fraction of binary weights (after the base binarizer, for IR-Net/ReCU + HBNN) equal to \\(\\operatorname{sign}(\\tilde w)\\) (what a plain
   STE BNN with the same latent weights would use); `=sign(p)`: fraction equal to the sign of the
   point. Together they say whether the point or the latent weight decides the binary kernel.
@@ -66,6 +68,8 @@ def layer_stats(latent: np.ndarray, point: np.ndarray, r: float, boundary: bool,
         "tanh_arg": float(arg),
         "point_radius_fraction": float(sqrt_r * np.linalg.norm(p)),
         "weight_radius_fraction": float(sqrt_r * np.linalg.norm(w)),
+        # What standardising each output filter (IR-Net, ReCU) multiplies the gradient by.
+        "standardisation_gain": float(np.mean(1.0 / w.reshape(-1, latent.shape[-1]).std(axis=0, ddof=1))),
         "agree_latent_sign": float(np.mean(binary == np.where(v >= 0, 1.0, -1.0))),
         "agree_point_sign": float(np.mean(binary[moved] == np.sign(p[moved]))) if moved.any() else None,
     }
@@ -120,13 +124,14 @@ def print_table(run: str, rows: list[dict]) -> None:
     print(f"\n{run}")
     width = max(8, *(len(row["layer"]) for row in rows))
     header = (f"{'layer':{width}s} {'n':>8s} {'rms w~':>8s} {'tanh arg':>8s} {'|p|/R':>7s} {'|w|/R':>7s} "
-              f"{'=sign(w~)':>9s} {'=sign(p)':>9s}")
+              f"{'1/std(w_o)':>10s} {'=sign(w~)':>9s} {'=sign(p)':>9s}")
     print(header)
     print("-" * len(header))
     for row in rows:
         point = "-" if row["agree_point_sign"] is None else f"{100 * row['agree_point_sign']:8.1f}%"
         print(f"{row['layer']:{width}s} {row['n']:8d} {row['rms_latent']:8.4f} {row['tanh_arg']:8.2f} "
               f"{row['point_radius_fraction']:7.3f} {row['weight_radius_fraction']:7.3f} "
+              f"{row['standardisation_gain']:10.1f} "
               f"{100 * row['agree_latent_sign']:8.1f}% {point:>9s}")
 
 
