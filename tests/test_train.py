@@ -157,7 +157,8 @@ def test_sigkill_then_same_command_resumes_and_completes(tiny, tmp_path, monkeyp
         assert 0 <= record["train_accuracy"] <= 1 and 0 <= record["test_accuracy"] <= 1
         assert 0 <= record["flip_rate_mean"] <= 1 and record["test_loss"] > 0
     assert results["final"]["test_accuracy"] > 0.5, results["epochs"]  # chance is 1/3
-    assert results["resolved"] == {"epochs": epochs, "weight_decay": 5e-4, "warmup_epochs": 0, "steps_per_epoch": steps}
+    assert results["resolved"] == {"epochs": epochs, "weight_decay": 5e-4, "warmup_epochs": 0, "steps_per_epoch": steps,
+                                   "point_lr_multiplier": recipes.point_lr_multiplier("hbnn")}
     assert results["versions"]["larq"] == lq.__version__ and results["machine"]["cores"] >= 1
     assert (run_dir / "model.tflite").stat().st_size > 0 and (run_dir / "weights.npz").is_file()
     assert "chart/" in (run_dir / "history.csv").read_text()
