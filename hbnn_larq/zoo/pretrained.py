@@ -138,16 +138,24 @@ def available_weights(model_name: str | None = None) -> list[str]:
     return sorted({name for model in models for name in registry.get(model, {})})
 
 
+def _shipped(model_name: str) -> dict:
+    """`{weights name: entry}` of the weights shipped for `model_name`."""
+    return _registry(WEIGHTS_DIR).get(model_name, {})
+
+
+def _listing(entries: dict) -> str:
+    return ", ".join(map(repr, sorted(entries))) or "none shipped"
+
+
 def registered_weights(model_name: str, name: str) -> dict:
     """The registry entry of the shipped weights `name` of `model_name` (file, sha256, provenance).
 
     # Raises
     ValueError: if there is no such entry (the message lists the names there are).
     """
-    entries = _registry(WEIGHTS_DIR).get(model_name, {})
+    entries = _shipped(model_name)
     if name not in entries:
-        names = ", ".join(map(repr, sorted(entries))) or "none shipped"
-        raise ValueError(f"No shipped weights {name!r} for {model_name!r}; registered names: {names}.")
+        raise ValueError(f"No shipped weights {name!r} for {model_name!r}; registered names: {_listing(entries)}.")
     return entries[name]
 
 
@@ -225,7 +233,7 @@ def resolve_weights(weights, metadata: dict):
         return None
     if not isinstance(weights, (str, os.PathLike)):
         raise ValueError(f"`weights` must be None, a registered name or a file path, got {weights!r}.")
-    registry = _registry(WEIGHTS_DIR).get(metadata["model"], {})
+    registry = _shipped(metadata["model"])
     if isinstance(weights, str) and weights in registry:
         entry = registry[weights]
         path = WEIGHTS_DIR / entry["file"]
@@ -239,10 +247,9 @@ def resolve_weights(weights, metadata: dict):
     elif os.path.isfile(weights):
         path = Path(weights)
     else:
-        names = ", ".join(map(repr, sorted(registry))) or "none shipped"
         raise ValueError(
             f"`weights` must be None, the path of an existing weights file, or one of the names "
-            f"registered for {metadata['model']!r} ({names}); got {weights!r}."
+            f"registered for {metadata['model']!r} ({_listing(registry)}); got {weights!r}."
         )
     check_compatible(read_metadata(path), metadata, source=str(weights))
     return path
