@@ -29,14 +29,12 @@ import argparse
 import csv
 import json
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
-RUNS = ROOT / "benchmarks" / "runs"
+from bench_common import RESULTS, ROOT, RUNS, printable_command, run_train
+
 
 PROTOCOLS = {
     "quick": ["--model", "vggsmall", "--dataset", "cifar10", "--width", "0.25", "--epochs", "10",
@@ -127,7 +125,7 @@ def summarise_run(results: dict, run_dir: Path, cmd: list[str]) -> dict:
     best = max(range(len(test)), key=lambda i: test[i])
     flips = flip_history(run_dir)
     return {
-        "command": " ".join("python" if c == sys.executable else str(Path(c).relative_to(ROOT)) if c.startswith(str(ROOT)) else c for c in cmd),
+        "command": printable_command(cmd),
         "final_test_accuracy": results["final"]["test_accuracy"],
         "best_test_accuracy": test[best],
         "best_epoch": best + 1,
@@ -146,15 +144,12 @@ def run(protocol: str, row: str, seed: int, store: dict) -> None:
         return
     cmd = command(protocol, row, seed)
     print("run:", " ".join(cmd), flush=True)
-    log_dir = RUNS / protocol
-    log_dir.mkdir(parents=True, exist_ok=True)
-    with open(log_dir / f"{key}.log", "a") as log:
-        code = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
-    results_path = RUNS / protocol / key / "results.json"
-    if code != 0 or not results_path.exists():
-        print(f"FAILED {key} (exit {code}); see {log_dir / (key + '.log')}")
+    run_dir, log_path = RUNS / protocol / key, RUNS / protocol / f"{key}.log"
+    code, results = run_train(cmd, run_dir, log_path)
+    if results is None:
+        print(f"FAILED {key} (exit {code}); see {log_path}")
         return
-    store["runs"][key] = {"row": row, "seed": seed, **summarise_run(json.loads(results_path.read_text()), results_path.parent, cmd)}
+    store["runs"][key] = {"row": row, "seed": seed, **summarise_run(results, run_dir, cmd)}
     save(protocol, store)
 
 

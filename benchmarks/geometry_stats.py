@@ -33,9 +33,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from bench_common import RESULTS, ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
 
 
 def mobius_add(x: np.ndarray, y: np.ndarray, r: float) -> np.ndarray:

@@ -21,14 +21,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results" / "zoo-weights.json"
-RUNS = ROOT / "benchmarks" / "runs" / "zoo"
+import bench_common
+from bench_common import ROOT, printable_command, run_train
+
+RESULTS = bench_common.RESULTS / "zoo-weights.json"
+RUNS = bench_common.RUNS / "zoo"
 NAME = "cifar10"
 EPOCHS = {"vggsmall": 10, "resnet18": 10}
 # The test-set slice the shipped entry records and the test suite re-measures.
@@ -41,22 +40,13 @@ def command(model: str) -> list[str]:
             "--run-dir", str(RUNS / f"{model}-{NAME}"), "--verbose", "2"]
 
 
-def printable(cmd: list[str]) -> str:
-    return " ".join("python" if c == sys.executable else os.path.relpath(c, ROOT) if c.startswith(str(ROOT)) else c
-                    for c in cmd)
-
-
 def train(model: str) -> dict | None:
     cmd = command(model)
-    print("run:", printable(cmd), flush=True)
-    RUNS.mkdir(parents=True, exist_ok=True)
-    with open(RUNS / f"{model}-{NAME}.log", "a") as log:
-        code = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
-    results_path = RUNS / f"{model}-{NAME}" / "results.json"
-    if code != 0 or not results_path.is_file():
+    print("run:", printable_command(cmd), flush=True)
+    code, results = run_train(cmd, RUNS / f"{model}-{NAME}", RUNS / f"{model}-{NAME}.log")
+    if results is None:
         print(f"{model}: training not finished (exit {code}); run the script again to resume")
-        return None
-    return json.loads(results_path.read_text())
+    return results
 
 
 def accuracy(model_name: str, weights, **dataset_kwargs) -> float:
@@ -76,7 +66,7 @@ def publish(model: str, results: dict) -> dict:
     weights = RUNS / f"{model}-{NAME}" / "weights.npz"
     slice_args = {k: v for k, v in SLICE.items() if k != "dataset"}
     provenance = {
-        "command": printable(command(model)),
+        "command": printable_command(command(model)),
         "epochs": len(results["epochs"]),
         "train_time_h": round(results["train_time_s"] / 3600, 2),
         "test_accuracy_at_end_of_training": results["final"]["test_accuracy"],

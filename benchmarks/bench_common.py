@@ -1,0 +1,33 @@
+"""What the benchmark scripts share: the repository's paths and running one `train.py` command."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+RUNS = ROOT / "benchmarks" / "runs"
+
+
+def printable_command(cmd: list[str]) -> str:
+    """`cmd` as a user would type it from the repository root (`python train.py ...`)."""
+    return " ".join("python" if c == sys.executable else os.path.relpath(c, ROOT) if c.startswith(str(ROOT)) else c
+                    for c in cmd)
+
+
+def run_train(cmd: list[str], run_dir: Path, log_path: Path) -> tuple[int, dict | None]:
+    """Run one `train.py` command from the repository root, its output appended to `log_path`.
+
+    # Returns
+    The exit code, and the run's `results.json` if it completed (None otherwise).
+    """
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "a") as log:
+        code = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    results_path = run_dir / "results.json"
+    complete = code == 0 and results_path.is_file()
+    return code, json.loads(results_path.read_text()) if complete else None
