@@ -42,33 +42,30 @@ def mobius_add(x: np.ndarray, y: np.ndarray, r: float) -> np.ndarray:
     return ((1 + 2 * r * xy + r * y2) * x + (1 - r * x2) * y) / (1 + 2 * r * xy + r * r * x2 * y2)
 
 
-def mapped_weight(latent: np.ndarray, point: np.ndarray, r: float, boundary: bool) -> np.ndarray:
-    """\\(\\exp_p(\\tilde w)\\) (or its boundary variant) of the flattened layer, in float64."""
-    v = latent.astype(np.float64).ravel()
-    p = point.astype(np.float64).ravel()
+def exp_map(v: np.ndarray, p: np.ndarray, r: float, boundary: bool) -> tuple[np.ndarray, float]:
+    """\\(\\exp_p(v)\\) (or its boundary variant) of flat float64 vectors, and its tanh argument
+    \\(a = \\sqrt r\\,\\lambda_p\\|v\\|/2\\)."""
     sqrt_r, vnorm = np.sqrt(r), np.linalg.norm(v)
-    scale = 1.0 if boundary else np.tanh(sqrt_r * (2.0 / (1.0 - r * np.dot(p, p))) * vnorm / 2.0)
-    return mobius_add(p, v * (scale / (sqrt_r * vnorm)), r)
+    arg = sqrt_r * (2.0 / (1.0 - r * np.dot(p, p))) * vnorm / 2.0
+    scale = 1.0 if boundary else np.tanh(arg)
+    return mobius_add(p, v * (scale / (sqrt_r * vnorm)), r), float(arg)
 
 
-def layer_stats(latent: np.ndarray, point: np.ndarray, r: float, boundary: bool, binary: np.ndarray) -> dict:
-    """Statistics of one layer whose binary kernel (as the network uses it) is `binary`."""
-    v = latent.astype(np.float64).ravel()
-    p = point.astype(np.float64).ravel()
-    sqrt_r, vnorm = np.sqrt(r), np.linalg.norm(v)
-    lam = 2.0 / (1.0 - r * np.dot(p, p))
-    arg = sqrt_r * lam * vnorm / 2.0
-    w = mapped_weight(latent, point, r, boundary)
+def layer_stats(v: np.ndarray, p: np.ndarray, w: np.ndarray, arg: float, r: float, filters: int,
+                binary: np.ndarray) -> dict:
+    """Statistics of one layer: flat latent `v`, point `p`, mapped weight `w` with tanh argument
+    `arg`, `filters` output channels, and `binary`, the kernel as the network uses it."""
+    sqrt_r = np.sqrt(r)
     binary = np.where(binary.ravel() >= 0, 1.0, -1.0)
     moved = p != 0
     return {
         "n": int(v.size),
-        "rms_latent": float(vnorm / np.sqrt(v.size)),
-        "tanh_arg": float(arg),
+        "rms_latent": float(np.linalg.norm(v) / np.sqrt(v.size)),
+        "tanh_arg": arg,
         "point_radius_fraction": float(sqrt_r * np.linalg.norm(p)),
         "weight_radius_fraction": float(sqrt_r * np.linalg.norm(w)),
         # What standardising each output filter (IR-Net, ReCU) multiplies the gradient by.
-        "standardisation_gain": float(np.mean(1.0 / w.reshape(-1, latent.shape[-1]).std(axis=0, ddof=1))),
+        "standardisation_gain": float(np.mean(1.0 / w.reshape(-1, filters).std(axis=0, ddof=1))),
         "agree_latent_sign": float(np.mean(binary == np.where(v >= 0, 1.0, -1.0))),
         "agree_point_sign": float(np.mean(binary[moved] == np.sign(p[moved]))) if moved.any() else None,
     }
@@ -101,19 +98,20 @@ def model_stats(model, source: str) -> list[dict]:
         if quantizer.grouping != "layer":
             raise SystemExit(f"{source}: layer {layer.name} uses grouping={quantizer.grouping!r}; "
                              "this script analyses the default layer-flat grouping only.")
-        point = quantizer.points[int(quantizer.active_index.numpy())].numpy()
-        latent = layer.kernel.numpy()
+        v = layer.kernel.numpy().astype(np.float64).ravel()
+        p = quantizer.active_point.numpy().astype(np.float64).ravel()
+        w, arg = exp_map(v, p, quantizer.r, quantizer.boundary)
         # The float64 map must reproduce the signs of the library's float32 mapped weight (up to
         # coordinates within rounding of 0), or the table would describe some other kernel.
-        reference = mapped_weight(latent, point, quantizer.r, quantizer.boundary) >= 0
         library = quantizer.project(layer.kernel, quantizer.active_point).numpy().ravel() >= 0
-        mismatch = float(np.mean(reference != library))
+        mismatch = float(np.mean((w >= 0) != library))
         if mismatch > 1e-4:
             raise SystemExit(f"{source}: layer {layer.name}: float64 reference and library disagree on the "
                              f"sign of {100 * mismatch:.3f} % of the mapped weights")
         # What the network uses: sign(w), or the base binarizer's output (IR-Net, ReCU) of w.
         binary = quantizer(layer.kernel).numpy()
-        rows.append({"layer": layer.name, **layer_stats(latent, point, quantizer.r, quantizer.boundary, binary),
+        stats = layer_stats(v, p, w, arg, quantizer.r, layer.kernel.shape[-1], binary)
+        rows.append({"layer": layer.name, **stats,
                      "base": None if quantizer.base is None else type(quantizer.base).__name__,
                      "reference_mismatch": mismatch})
     return rows
