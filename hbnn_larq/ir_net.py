@@ -128,6 +128,9 @@ class IRNetSign(ScheduledQuantizer):
     """
 
     precision = 1
+    # Every filter is re-standardised in the forward pass: `HyperbolicSign(base=...)` reads this
+    # to give its points the paper's step instead of sign-HBNN's larger one.
+    standardizes_weights = True
     schedule_attribute = "t"
 
     def __init__(self, t_min: float = 0.1, t_max: float = 10.0, epsilon: float = 1e-12, **kwargs):

@@ -13,8 +13,9 @@ import larq as lq
 import numpy as np
 import tensorflow as tf
 
-from hbnn_larq.constraints import PoincareBallConstraint
+from hbnn_larq.constraints import PoincareBallConstraint, checked_point_lr_multiplier
 from hbnn_larq.geometry import PoincareBall
+from hbnn_larq.optimizers import POINT_LR_MULTIPLIER, STANDARDIZED_BASE_POINT_LR_MULTIPLIER
 
 GROUPINGS = ("layer", "channel")
 SELECTIONS = ("loss", "geometric", "nearest", "flips", "never")
@@ -91,6 +92,13 @@ class HyperbolicSign(lq.quantizers.Quantizer):
     base: optional weight binarizer applied to the constrained weight instead of the plain
         identity-STE sign (a larq kernel quantizer, its alias or config), which makes HBNN a
         plug-in for methods such as IR-Net or ReCU: \\(q(\\tilde w) = \\text{base}(\\exp_{F_i}(\\tilde w))\\).
+    point_lr_multiplier: the points' step as a multiple of the learning rate, which
+        `RiemannianOptimizer` uses unless it is given one for every point; float > 0, or None
+        (default): 100 (`POINT_LR_MULTIPLIER`) for the plain sign, 1
+        (`STANDARDIZED_BASE_POINT_LR_MULTIPLIER`, the paper's step) when `base` re-standardises
+        every filter (declares `standardizes_weights = True`, as `IRNetSign` and `ReCUSign` do):
+        standardisation multiplies the points' gradient by 1/std of the filter, and at 100 the
+        points ran to the boundary and fixed the signs (README, "Inside the map").
 
     # Returns
     The binary kernel, exactly \\(\\pm 1\\).
@@ -114,6 +122,7 @@ class HyperbolicSign(lq.quantizers.Quantizer):
         margin: float = 1e-5,
         seed: int | None = None,
         base=None,
+        point_lr_multiplier: float | None = None,
         **kwargs,
     ):
         PoincareBall(r)  # validates r
@@ -135,6 +144,9 @@ class HyperbolicSign(lq.quantizers.Quantizer):
         self.on_switch = on_switch
         self.margin = float(margin)
         self.seed = seed
+        self.point_lr_multiplier = (
+            None if point_lr_multiplier is None else checked_point_lr_multiplier(point_lr_multiplier)
+        )
         super().__init__(**kwargs)
         try:
             self.base = lq.quantizers.get_kernel_quantizer(base) if base is not None else None
@@ -143,6 +155,15 @@ class HyperbolicSign(lq.quantizers.Quantizer):
                 "`base` must be None, a larq kernel quantizer instance, a registered quantizer alias "
                 f"(e.g. 'ste_sign', 'ir_net', 'recu') or its config; got {base!r} ({error})."
             ) from None
+
+    @property
+    def resolved_point_lr_multiplier(self) -> float:
+        """The points' step multiplier in effect: `point_lr_multiplier`, or the base's default."""
+        if self.point_lr_multiplier is not None:
+            return self.point_lr_multiplier
+        if getattr(self.base, "standardizes_weights", False):
+            return STANDARDIZED_BASE_POINT_LR_MULTIPLIER
+        return POINT_LR_MULTIPLIER
 
     # -- state -----------------------------------------------------------------------------
     def build(self, input_shape):
@@ -153,7 +174,9 @@ class HyperbolicSign(lq.quantizers.Quantizer):
             raise ValueError(f"HyperbolicSign needs a floating-point kernel, got dtype {self.dtype}.")
         axis = None if self.grouping == "layer" or shape.rank == 1 else tuple(range(shape.rank - 1))
         self.manifold = PoincareBall(self.r, axis=axis)
-        constraint = PoincareBallConstraint(self.r, axis=axis, margin=self.margin)
+        constraint = PoincareBallConstraint(
+            self.r, axis=axis, margin=self.margin, point_lr_multiplier=self.resolved_point_lr_multiplier
+        )
         self.points = [
             self.add_weight(
                 name=f"point_{j}",
@@ -264,6 +287,7 @@ class HyperbolicSign(lq.quantizers.Quantizer):
             "margin": self.margin,
             "seed": self.seed,
             "base": lq.quantizers.serialize(self.base) if self.base is not None else None,
+            "point_lr_multiplier": self.point_lr_multiplier,
         }
 
 

@@ -6,16 +6,18 @@ kernel constraint and whether the model needs `RiemannianOptimizer` (it has poin
 | name | kernel quantizer | kernel constraint | points' step |
 |---|---|---|---|
 | `ste_sign` | `ste_sign` (identity STE clipped at 1) | `weight_clip` (1) | - |
-| `hbnn` | `HyperbolicSign(r=0.05)` (ball) | none | `POINT_LR_MULTIPLIER` |
-| `hbnn-boundary` | `HyperbolicSign(r=1, boundary=True)` | none | `POINT_LR_MULTIPLIER` |
+| `hbnn` | `HyperbolicSign(r=0.05)` (ball) | none | 100 |
+| `hbnn-boundary` | `HyperbolicSign(r=1, boundary=True)` | none | 100 |
 | `ir_net` | `IRNetSign()` (balanced weights, power-of-two scale, EDE gradient) | none | - |
-| `ir_net+hbnn` | `HyperbolicSign(r=0.05, base=IRNetSign())` | none | `PLUGIN_POINT_LR_MULTIPLIER` |
+| `ir_net+hbnn` | `HyperbolicSign(r=0.05, base=IRNetSign())` | none | 1 |
 | `recu` | `ReCUSign()` (standardize, clamp at the Laplace τ-quantile, learned α) | none | - |
-| `recu+hbnn` | `HyperbolicSign(r=0.05, base=ReCUSign())` | none | `PLUGIN_POINT_LR_MULTIPLIER` |
+| `recu+hbnn` | `HyperbolicSign(r=0.05, base=ReCUSign())` | none | 1 |
 
 IR-Net and ReCU re-standardize every filter in the forward pass, so a latent-kernel clip would
 only starve gradients: neither reference clips its weights, and neither do these recipes. Their
-schedules (EDE `t`, ReCU `τ`) need the `hbnn_larq.QuantizerSchedule` callback.
+schedules (EDE `t`, ReCU `τ`) need the `hbnn_larq.QuantizerSchedule` callback. The points' step
+is the quantizer's own (`HyperbolicSign.resolved_point_lr_multiplier`: 1 when the base
+re-standardises every filter, else 100), so a bare `RiemannianOptimizer` trains every recipe with it.
 """
 
 from __future__ import annotations
@@ -30,27 +32,14 @@ class Recipe(NamedTuple):
     make_quantizer: Callable  # make_quantizer(**options) -> a fresh kernel quantizer
     kernel_constraint: object  # of the latent kernel, or None
     hyperbolic: bool  # has Poincaré-ball points (needs RiemannianOptimizer)
-    point_lr_multiplier: float | None  # default step of the points
 
 
 _RECIPES: dict[str, Recipe] = {}
-# The points' step (x the scheduled LR) of the sign-based HBNN recipes: measured best of 1 and 100
-# on the quick protocol, in line with the independent implementation's 30-300 (README, results).
-POINT_LR_MULTIPLIER = 100.0
-# IR-Net and ReCU standardise every filter, which multiplies the gradient reaching the mapped
-# weight, and therefore the point, by ~1/std of the mapped filter (20-90x on VGG-Small x0.25):
-# with 100 the points run to the boundary and decide every sign (IR-Net+HBNN 56.4 % vs 71.8 %
-# with 1 on the quick protocol; README, "Inside the map"). 1 is also the paper's own step.
-PLUGIN_POINT_LR_MULTIPLIER = 1.0
 
 
-def register_recipe(name: str, make_quantizer, kernel_constraint=None, hyperbolic: bool = False,
-                    point_lr_multiplier: float | None = None):
-    """Register a recipe: `make_quantizer(**options)` returns a fresh kernel quantizer;
-    `point_lr_multiplier` is the default step of its points (HBNN recipes only)."""
-    if hyperbolic and point_lr_multiplier is None:
-        point_lr_multiplier = POINT_LR_MULTIPLIER
-    _RECIPES[name] = Recipe(make_quantizer, kernel_constraint, hyperbolic, point_lr_multiplier)
+def register_recipe(name: str, make_quantizer, kernel_constraint=None, hyperbolic: bool = False):
+    """Register a recipe: `make_quantizer(**options)` returns a fresh kernel quantizer."""
+    _RECIPES[name] = Recipe(make_quantizer, kernel_constraint, hyperbolic)
 
 
 def recipe_names() -> list[str]:
@@ -81,8 +70,9 @@ def is_hyperbolic(name: str) -> bool:
 
 
 def point_lr_multiplier(name: str) -> float | None:
-    """The default `RiemannianOptimizer(point_lr_multiplier=...)` of recipe `name` (None without points)."""
-    return _lookup(name).point_lr_multiplier
+    """The points' step multiplier recipe `name` trains with by default (its quantizer's
+    `resolved_point_lr_multiplier`), or None if it has no points."""
+    return kernel_quantizer(name).resolved_point_lr_multiplier if is_hyperbolic(name) else None
 
 
 def _hbnn(**options):
@@ -108,6 +98,6 @@ register_recipe("ste_sign", lambda: "ste_sign", kernel_constraint="weight_clip")
 register_recipe("hbnn", _hbnn, hyperbolic=True)
 register_recipe("hbnn-boundary", _hbnn_boundary, hyperbolic=True)
 register_recipe("ir_net", IRNetSign)
-register_recipe("ir_net+hbnn", _hbnn_with(IRNetSign), hyperbolic=True, point_lr_multiplier=PLUGIN_POINT_LR_MULTIPLIER)
+register_recipe("ir_net+hbnn", _hbnn_with(IRNetSign), hyperbolic=True)
 register_recipe("recu", ReCUSign)
-register_recipe("recu+hbnn", _hbnn_with(ReCUSign), hyperbolic=True, point_lr_multiplier=PLUGIN_POINT_LR_MULTIPLIER)
+register_recipe("recu+hbnn", _hbnn_with(ReCUSign), hyperbolic=True)

@@ -78,6 +78,9 @@ class ReCUSign(ScheduledQuantizer):
     """
 
     precision = 1
+    # Every filter is re-standardised in the forward pass: `HyperbolicSign(base=...)` reads this
+    # to give its points the paper's step instead of sign-HBNN's larger one.
+    standardizes_weights = True
     schedule_attribute = "tau"
 
     def __init__(self, tau_min: float = 0.85, tau_max: float = 0.99, scale: str = "learned", epsilon: float = 1e-5, **kwargs):

@@ -23,6 +23,12 @@ def test_bad_radius_raises(r):
         PoincareBallConstraint(r=r)
 
 
+@pytest.mark.parametrize("multiplier", [0, -1.0, float("nan"), float("inf"), "fast"])
+def test_bad_point_lr_multiplier_raises(multiplier):
+    with pytest.raises(ValueError, match="`point_lr_multiplier`"):
+        PoincareBallConstraint(point_lr_multiplier=multiplier)
+
+
 @pytest.mark.parametrize("dtype", [tf.float32, tf.float64])
 def test_projects_each_output_channel(dtype):
     r, margin = 0.5, 1e-3
@@ -68,11 +74,12 @@ def test_non_finite_and_huge_values_end_strictly_inside(value):
 
 
 def test_config_roundtrip_and_keras_serialization():
-    constraint = PoincareBallConstraint(r=0.25, axis=[0, 1, 2], margin=1e-4)
+    constraint = PoincareBallConstraint(r=0.25, axis=[0, 1, 2], margin=1e-4, point_lr_multiplier=3)
     config = constraint.get_config()
-    assert config == {"r": 0.25, "axis": (0, 1, 2), "margin": 1e-4}
+    assert config == {"r": 0.25, "axis": (0, 1, 2), "margin": 1e-4, "point_lr_multiplier": 3.0}
     clone = PoincareBallConstraint.from_config(config)
     assert clone.manifold.r == 0.25 and clone.manifold.axis == (0, 1, 2) and clone.margin == 1e-4
+    assert clone.point_lr_multiplier == 3.0
     restored = tf.keras.constraints.deserialize(tf.keras.constraints.serialize(constraint))
     assert isinstance(restored, PoincareBallConstraint)
     assert restored.get_config() == config

@@ -119,8 +119,47 @@ def test_point_learning_rate_follows_the_schedule():
     q.build((4,))
     for step in range(3):
         expected = 2.0 * float(schedule(step))
-        assert float(opt._current_point_learning_rate()) == pytest.approx(expected, rel=1e-6)
+        assert float(opt.point_learning_rate(q.points[0])) == pytest.approx(expected, rel=1e-6)
         opt.apply_gradients([(tf.ones((4,)) * 1e-3, q.points[0])])
+
+
+@pytest.mark.parametrize(
+    "quantizer_kwargs, optimizer_multiplier, expected",
+    [
+        ({}, None, hbnn_larq.optimizers.POINT_LR_MULTIPLIER),
+        ({"base": "ste_sign"}, None, hbnn_larq.optimizers.POINT_LR_MULTIPLIER),
+        ({"base": "ir_net"}, None, hbnn_larq.optimizers.STANDARDIZED_BASE_POINT_LR_MULTIPLIER),
+        ({"base": "recu"}, None, hbnn_larq.optimizers.STANDARDIZED_BASE_POINT_LR_MULTIPLIER),
+        ({"base": "ir_net", "point_lr_multiplier": 30.0}, None, 30.0),
+        ({"base": "ir_net"}, 7.0, 7.0),  # the optimizer's value applies to every point
+        ({"point_lr_multiplier": 30.0}, 7.0, 7.0),
+    ],
+)
+def test_each_point_steps_with_its_quantizers_multiplier_unless_the_optimizer_sets_one(
+    quantizer_kwargs, optimizer_multiplier, expected
+):
+    """A bare optimizer must give plug-in points (IR-Net/ReCU bases) the paper's step, not x100:
+    checked on the step actually taken, against the float64 RSGD formula."""
+    r, lr = 0.05, 0.01
+    q = HyperbolicSign(r=r, **quantizer_kwargs)
+    q.build((3, 3, 2, 4))
+    point = q.points[0]
+    rng = np.random.default_rng(1)
+    p0 = (rng.normal(size=point.shape) * 0.3).astype("float32")
+    g = (rng.normal(size=point.shape) * 0.5).astype("float32")
+    point.assign(p0)
+    opt = RiemannianOptimizer(tf.keras.optimizers.SGD(lr), point_lr_multiplier=optimizer_multiplier)
+    assert opt.multiplier_of(point) == expected
+    opt.apply_gradients([(tf.constant(g), point)])
+    p64, g64 = p0.astype(np.float64).ravel(), g.astype(np.float64).ravel()
+    expected_point = np_expmap(p64, -lr * expected * g64 / np_lambda(p64, r) ** 2, r)
+    np.testing.assert_allclose(point.numpy().ravel(), expected_point, rtol=1e-4, atol=1e-6)
+
+
+def test_multiplier_of_an_ordinary_variable_is_an_error():
+    opt = RiemannianOptimizer(tf.keras.optimizers.SGD(0.1))
+    with pytest.raises(ValueError, match="not a manifold parameter"):
+        opt.multiplier_of(tf.Variable([1.0], name="kernel"))
 
 
 def test_works_with_adam_in_fit():

@@ -158,6 +158,7 @@ def test_points_are_trainable_weights_of_the_layer():
          "cluster_init": "random", "cluster_radius": 0.2, "on_switch": "reexpress", "margin": 1e-4, "seed": 3},
         {},
         {"base": "ste_sign"},
+        {"base": "ir_net", "point_lr_multiplier": 10.0},
     ],
 )
 def test_config_round_trip(kwargs):
@@ -183,6 +184,8 @@ def test_config_round_trip(kwargs):
         ({"cluster_init": "zeros"}, "cluster_init"),
         ({"on_switch": "drop"}, "on_switch"),
         ({"cluster_radius": 1.0}, "cluster_radius"),
+        ({"point_lr_multiplier": 0}, "point_lr_multiplier"),
+        ({"point_lr_multiplier": "fast"}, "point_lr_multiplier"),
     ],
 )
 def test_bad_arguments_name_the_parameter(kwargs, name):
