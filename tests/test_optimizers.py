@@ -186,6 +186,8 @@ def test_config_round_trip():
     assert clone.point_lr_multiplier == 7.0 and clone.point_update == "mobius"
     assert clone.inner_optimizer.get_config()["momentum"] == pytest.approx(0.8)
     assert isinstance(tf.keras.optimizers.deserialize(tf.keras.optimizers.serialize(opt)), RiemannianOptimizer)
+    per_point = RiemannianOptimizer.from_config(RiemannianOptimizer(tf.keras.optimizers.SGD(0.1)).get_config())
+    assert per_point.point_lr_multiplier is None  # stays "each point's own", not frozen to a number
 
 
 @pytest.mark.parametrize(
