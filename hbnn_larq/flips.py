@@ -5,6 +5,9 @@ Works with any larq model: it watches every layer with a kernel quantizer.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 import tensorflow as tf
 
@@ -26,12 +29,17 @@ class FlipRateMonitor(tf.keras.callbacks.Callback):
     # Arguments
     layers: the layers to watch; default: every layer of the model with a `kernel_quantizer`.
     log_mean: also log `flips/mean` and `flips_total/mean` (weighted by layer size).
+    state_path: optional `.npz` file that keeps the signs at the start of training across an
+        interrupted and resumed `fit` (e.g. with `BackupAndRestore`), so that `flips_total`
+        still counts from the very start; without it a resumed run counts from the resume.
+        Written (bit-packed) when training first begins, deleted when it ends.
     """
 
-    def __init__(self, layers=None, log_mean: bool = True):
+    def __init__(self, layers=None, log_mean: bool = True, state_path=None):
         super().__init__()
         self._layers = layers
         self.log_mean = log_mean
+        self.state_path = Path(state_path) if state_path is not None else None
         self.history: dict[str, list[float]] = {}
 
     def _watched(self):
@@ -40,8 +48,35 @@ class FlipRateMonitor(tf.keras.callbacks.Callback):
         return [layer for layer in _all_layers(self.model) if getattr(layer, "kernel_quantizer", None) is not None]
 
     def on_train_begin(self, logs=None):
-        self._initial = {layer.name: _signs(layer) for layer in self._watched()}
-        self._previous = dict(self._initial)
+        self._previous = {layer.name: _signs(layer) for layer in self._watched()}
+        self._initial = self._load_initial() or dict(self._previous)
+        if self.state_path is not None and not self.state_path.exists():
+            self._save_initial()
+
+    def on_train_end(self, logs=None):
+        if self.state_path is not None:
+            self.state_path.unlink(missing_ok=True)
+
+    def _load_initial(self) -> dict[str, np.ndarray] | None:
+        """The start-of-training signs saved by an interrupted run, if they fit this model."""
+        if self.state_path is None or not self.state_path.exists():
+            return None
+        with np.load(self.state_path) as saved:
+            fits = set(saved.files) == set(self._previous) and all(
+                saved[name].size == -(-now.size // 8) for name, now in self._previous.items()
+            )
+            if not fits:
+                return None
+            initial = {
+                name: np.unpackbits(saved[name], count=now.size).astype(bool).reshape(now.shape)
+                for name, now in self._previous.items()
+            }
+        return initial
+
+    def _save_initial(self) -> None:
+        staging = self.state_path.with_name(self.state_path.name + ".tmp.npz")
+        np.savez(staging, **{name: np.packbits(signs.ravel()) for name, signs in self._initial.items()})
+        os.replace(staging, self.state_path)  # atomic: a kill mid-write leaves no half file
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs if logs is not None else {}

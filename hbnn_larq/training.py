@@ -323,7 +323,8 @@ def _write_json(path: Path, value) -> None:
 def _callbacks(config, run_dir: Path, dataset, epochs: int, chief: bool) -> list:
     callbacks = [
         tf.keras.callbacks.BackupAndRestore(str(run_dir / "backup"), delete_checkpoint=True),
-        FlipRateMonitor(),
+        # After BackupAndRestore, which restores the weights first: flips count from the run's start.
+        FlipRateMonitor(state_path=run_dir / "flips_initial.npz" if chief else None),
         QuantizerSchedule(total_epochs=epochs),  # IR-Net's t and ReCU's tau; a no-op otherwise
     ]
     if recipes.is_hyperbolic(config.quantizer) and config.cluster_size > 1:

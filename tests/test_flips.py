@@ -32,3 +32,35 @@ def test_flip_rates_match_kernel_snapshots():
                 assert history.history[f"flips_total/{name}"][epoch] == np.mean(now != first)
         assert max(history.history["flips_total/mean"]) > 0
         assert monitor.history["flips/mean"] == history.history["flips/mean"]
+
+
+class StopAfter(hbnn_larq.FlipRateMonitor.__base__):
+    """Simulates a kill: raises at the end of epoch `epochs` (so no `on_train_end` runs)."""
+
+    def __init__(self, epochs):
+        super().__init__()
+        self.epochs = epochs
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch + 1 == self.epochs:
+            raise KeyboardInterrupt
+
+
+def test_flips_total_counts_from_the_start_across_an_interrupted_fit(tmp_path):
+    x, y = random_data(64)
+    model = compile_hbnn(tiny_model("hyperbolic_sign", channels=(8, 8)), lr=0.5)
+    snaps = Snapshots()
+    state = tmp_path / "flips_initial.npz"
+    try:
+        model.fit(x, y, epochs=3, batch_size=16, verbose=0,
+                  callbacks=[snaps, hbnn_larq.FlipRateMonitor(state_path=state), StopAfter(2)])
+    except KeyboardInterrupt:
+        pass
+    assert state.exists()
+    first = snaps.kernels[0]
+    resumed = hbnn_larq.FlipRateMonitor(state_path=state)
+    history = model.fit(x, y, epochs=1, batch_size=16, verbose=0, callbacks=[snaps, resumed])
+    for i, layer in enumerate(snaps._layers()):
+        assert history.history[f"flips_total/{layer.name}"][0] == np.mean(snaps.kernels[-1][i] != first[i])
+    assert history.history["flips_total/mean"][0] > history.history["flips/mean"][0]  # not counted from the resume
+    assert not state.exists()

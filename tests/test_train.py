@@ -141,6 +141,7 @@ def test_sigkill_then_same_command_resumes_and_completes(tiny, tmp_path, monkeyp
     (run_dir,) = tmp_path.glob("runs/*")
     completed = len(json.loads((run_dir / "epochs.json").read_text()))
     assert 1 <= completed < epochs and not (run_dir / "results.json").exists(), "killed mid-training"
+    assert (run_dir / "flips_initial.npz").is_file()  # flips_total keeps counting from epoch 0
 
     resumed = run_cli(args, cwd=tmp_path, env_extra={"HBNN_CACHE_DIR": str(tmp_path / "cache")})
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -153,6 +154,7 @@ def test_sigkill_then_same_command_resumes_and_completes(tiny, tmp_path, monkeyp
     assert results["epochs"][-1]["lr"] == pytest.approx(float(schedule(epochs * steps - 1)), rel=1e-4)
 
     assert results["status"] == "complete" and results["config"]["cluster_size"] == 2
+    assert not (run_dir / "flips_initial.npz").exists()
     for record in results["epochs"]:
         assert 0 <= record["train_accuracy"] <= 1 and 0 <= record["test_accuracy"] <= 1
         assert 0 <= record["flip_rate_mean"] <= 1 and record["test_loss"] > 0
