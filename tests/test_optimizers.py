@@ -25,6 +25,18 @@ def np_expmap(p, v, r):
     return np_mobius_add(p, np.tanh(np.sqrt(r) * np_lambda(p, r) * nv / 2) * v / (np.sqrt(r) * nv), r)
 
 
+def point_and_gradient(quantizer, seed):
+    """A conv-kernel point of `quantizer` set to a random position inside the ball, its value
+    and a random gradient (float32 NumPy)."""
+    quantizer.build((3, 3, 2, 4))
+    point = quantizer.points[0]
+    rng = np.random.default_rng(seed)
+    p0 = (rng.normal(size=point.shape) * 0.3).astype("float32")
+    g = (rng.normal(size=point.shape) * 0.5).astype("float32")
+    point.assign(p0)
+    return point, p0, g
+
+
 def test_fit_lowers_the_loss_and_moves_the_points():
     x, y = random_data(128)
     model = compile_hbnn(tiny_model(), lr=0.05, multiplier=100.0)
@@ -38,13 +50,7 @@ def test_fit_lowers_the_loss_and_moves_the_points():
 @pytest.mark.parametrize("point_update", ["rsgd", "mobius"])
 def test_one_step_matches_the_formula(point_update):
     r, lr, m = 0.05, 0.1, 10.0
-    q = HyperbolicSign(r=r)
-    q.build((3, 3, 2, 4))
-    point = q.points[0]
-    rng = np.random.default_rng(0)
-    p0 = (rng.normal(size=point.shape) * 0.3).astype("float32")
-    g = (rng.normal(size=point.shape) * 0.5).astype("float32")
-    point.assign(p0)
+    point, p0, g = point_and_gradient(HyperbolicSign(r=r), seed=0)
     opt = RiemannianOptimizer(tf.keras.optimizers.SGD(lr), point_lr_multiplier=m, point_update=point_update)
     opt.apply_gradients([(tf.constant(g), point)])
     p64, g64, eta = p0.astype(np.float64).ravel(), g.astype(np.float64).ravel(), lr * m
@@ -141,13 +147,7 @@ def test_each_point_steps_with_its_quantizers_multiplier_unless_the_optimizer_se
     """A bare optimizer must give plug-in points (IR-Net/ReCU bases) the paper's step, not x100:
     checked on the step actually taken, against the float64 RSGD formula."""
     r, lr = 0.05, 0.01
-    q = HyperbolicSign(r=r, **quantizer_kwargs)
-    q.build((3, 3, 2, 4))
-    point = q.points[0]
-    rng = np.random.default_rng(1)
-    p0 = (rng.normal(size=point.shape) * 0.3).astype("float32")
-    g = (rng.normal(size=point.shape) * 0.5).astype("float32")
-    point.assign(p0)
+    point, p0, g = point_and_gradient(HyperbolicSign(r=r, **quantizer_kwargs), seed=1)
     opt = RiemannianOptimizer(tf.keras.optimizers.SGD(lr), point_lr_multiplier=optimizer_multiplier)
     assert opt.multiplier_of(point) == expected
     opt.apply_gradients([(tf.constant(g), point)])
