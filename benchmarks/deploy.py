@@ -23,7 +23,7 @@ import statistics
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from bench_common import RESULTS, ROOT
 
 
 def latency_ms(interpreter_predict, x, repeats: int) -> float:
@@ -124,7 +124,7 @@ def main(argv=None) -> None:
     rows = [r for r in DEFAULT_ROWS if args.models is None or r[1] in args.models]
     report = {"machine": sys_info, "threads": 1, "models": [measure_model(*row, args.repeats) for row in rows],
               "agreement": [agreement(run_dir, args.examples) for run_dir in args.run_dir]}
-    out = ROOT / "benchmarks" / "results" / "deploy.json"
+    out = RESULTS / "deploy.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1))
     print(f"machine: {sys_info} (x86: LCE runs portable kernels; latency claims need ARM)")

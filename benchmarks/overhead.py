@@ -24,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from bench_common import RESULTS, ROOT
 VARIANTS = {"ste_sign": {}, "hbnn t=1": {"cluster_size": 1}, "hbnn t=4": {"cluster_size": 4}}
 
 
@@ -116,7 +116,7 @@ def main(argv=None) -> None:
     for name in args.models:
         report["models"][name] = {"time": measure_time(name, args.batch_size, args.rounds, args.steps),
                                   "memory": measure_memory(name, args.batch_size)}
-    out = ROOT / "benchmarks" / "results" / "overhead.json"
+    out = RESULTS / "overhead.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1))
     print(f"machine: {report['machine']}; batch {args.batch_size}")
