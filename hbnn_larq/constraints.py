@@ -16,8 +16,11 @@ import tensorflow as tf
 from hbnn_larq.geometry import PoincareBall
 
 
-def checked_point_lr_multiplier(value, name: str = "point_lr_multiplier") -> float:
-    """`value` as a float if it is a valid points' step multiplier (finite, > 0), else a ValueError naming `name`."""
+def checked_point_lr_multiplier(value, name: str = "point_lr_multiplier") -> float | None:
+    """`value` as a float if it is a valid points' step multiplier (finite, > 0), None for None
+    ("not set": every caller has a default), else a ValueError naming `name`."""
+    if value is None:
+        return None
     try:
         multiplier = float(value)
     except (TypeError, ValueError):
@@ -46,9 +49,7 @@ class PoincareBallConstraint(tf.keras.constraints.Constraint):
             raise ValueError(f"`margin` must be in (0, 1), got {margin!r}.")
         self.manifold = PoincareBall(r, axis=axis)
         self.margin = float(margin)
-        self.point_lr_multiplier = (
-            None if point_lr_multiplier is None else checked_point_lr_multiplier(point_lr_multiplier)
-        )
+        self.point_lr_multiplier = checked_point_lr_multiplier(point_lr_multiplier)
 
     def __call__(self, w):
         return self.manifold.projx(w, self.margin)

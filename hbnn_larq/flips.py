@@ -49,8 +49,9 @@ class FlipRateMonitor(tf.keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         self._previous = {layer.name: _signs(layer) for layer in self._watched()}
-        self._initial = self._load_initial() or dict(self._previous)
-        if self.state_path is not None and not self.state_path.exists():
+        saved = self._load_initial()
+        self._initial = saved or dict(self._previous)
+        if self.state_path is not None and saved is None:
             self._save_initial()
 
     def on_train_end(self, logs=None):
@@ -61,17 +62,16 @@ class FlipRateMonitor(tf.keras.callbacks.Callback):
         """The start-of-training signs saved by an interrupted run, if they fit this model."""
         if self.state_path is None or not self.state_path.exists():
             return None
-        with np.load(self.state_path) as saved:
-            fits = set(saved.files) == set(self._previous) and all(
-                saved[name].size == -(-now.size // 8) for name, now in self._previous.items()
-            )
-            if not fits:
-                return None
-            initial = {
-                name: np.unpackbits(saved[name], count=now.size).astype(bool).reshape(now.shape)
-                for name, now in self._previous.items()
-            }
-        return initial
+        with np.load(self.state_path) as npz:
+            packed = {name: npz[name] for name in npz.files}
+        if set(packed) != set(self._previous) or any(
+            packed[name].size != -(-now.size // 8) for name, now in self._previous.items()
+        ):
+            return None
+        return {
+            name: np.unpackbits(packed[name], count=now.size).astype(bool).reshape(now.shape)
+            for name, now in self._previous.items()
+        }
 
     def _save_initial(self) -> None:
         staging = self.state_path.with_name(self.state_path.name + ".tmp.npz")

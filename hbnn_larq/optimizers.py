@@ -86,9 +86,7 @@ class RiemannianOptimizer(tf.keras.optimizers.Optimizer):
         if point_update not in POINT_UPDATES:
             raise ValueError(f"`point_update` must be one of {POINT_UPDATES}, got {point_update!r}.")
         self._optimizer = optimizer
-        self.point_lr_multiplier = (
-            None if point_lr_multiplier is None else checked_point_lr_multiplier(point_lr_multiplier)
-        )
+        self.point_lr_multiplier = checked_point_lr_multiplier(point_lr_multiplier)
         self.point_update = point_update
         super().__init__(name=name, **kwargs)
 

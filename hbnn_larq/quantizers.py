@@ -144,9 +144,7 @@ class HyperbolicSign(lq.quantizers.Quantizer):
         self.on_switch = on_switch
         self.margin = float(margin)
         self.seed = seed
-        self.point_lr_multiplier = (
-            None if point_lr_multiplier is None else checked_point_lr_multiplier(point_lr_multiplier)
-        )
+        self.point_lr_multiplier = checked_point_lr_multiplier(point_lr_multiplier)
         super().__init__(**kwargs)
         try:
             self.base = lq.quantizers.get_kernel_quantizer(base) if base is not None else None
