@@ -20,6 +20,7 @@ from hbnn_larq import recipes, training
 from hbnn_larq.optimizers import POINT_UPDATES
 from hbnn_larq.quantizers import GROUPINGS, SELECTIONS
 from hbnn_larq.zoo import model_names
+from hbnn_larq.zoo.resnet import VARIANTS
 
 # `python train.py` without arguments: VGG-Small at width 0.25 on 5,000 CIFAR-10 training images
 # (1,000 test images) for 2 epochs, from the offline CIFAR-10 copy if one is found, otherwise on a
@@ -73,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--selection", choices=SELECTIONS, default="loss", help="EPC chart selection criterion")
     p.add_argument("--grouping", choices=GROUPINGS, default="layer")
     p.add_argument("--width", type=_positive_float, default=1.0, help="channel-width multiplier")
+    p.add_argument("--variant", choices=VARIANTS,
+                   help="ResNet layout; default from the input size (CIFAR up to 64 px, ImageNet above)")
     p.add_argument("--image-size", type=_positive_int, help="model input side; default native (32-px data) or 224")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--strategy", choices=training.STRATEGIES, default="default")

@@ -94,6 +94,7 @@ class TrainConfig:
     selection: str = "loss"
     grouping: str = "layer"
     width: float = 1.0
+    variant: str | None = None
     image_size: int | None = None
     seed: int = 0
     strategy: str = "default"
@@ -107,9 +108,14 @@ class TrainConfig:
     verbose: int = 1
 
     def validate(self) -> "TrainConfig":
-        from hbnn_larq.zoo import model_names
+        from hbnn_larq.zoo import MODEL_VARIANTS, model_names
 
         _choice("model", self.model, model_names())
+        if self.variant is not None:
+            if self.model not in MODEL_VARIANTS:
+                raise ConfigError(f"`variant` applies to {', '.join(sorted(MODEL_VARIANTS))} only; "
+                                  f"`model` {self.model!r} has one layout (leave `variant` unset).")
+            _choice("variant", self.variant, MODEL_VARIANTS[self.model])
         _choice("quantizer", self.quantizer, recipes.recipe_names())
         _choice("point_update", self.point_update, POINT_UPDATES)
         _choice("selection", self.selection, SELECTIONS)
@@ -148,6 +154,8 @@ class TrainConfig:
 
     def default_run_dir(self) -> Path:
         hashed = {k: v for k, v in self.to_dict().items() if k not in _NOT_HASHED}
+        if self.variant is None:
+            del hashed["variant"]  # keeps the run dirs of configs from before `variant` existed
         digest = hashlib.sha1(json.dumps(hashed, sort_keys=True).encode()).hexdigest()[:8]
         dataset = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(self.dataset).name.split(".")[0] or "data")
         return Path("runs") / f"{self.model}-{dataset}-{self.quantizer}-{digest}"
@@ -258,10 +266,11 @@ def build_model(config: TrainConfig, dataset: data_lib.ImageDataset) -> tf.keras
     options = {"cluster_size": config.cluster_size, "selection": config.selection, "grouping": config.grouping}
     if config.radius is not None:
         options["r"] = config.radius
+    layout = {} if config.variant is None else {"variant": config.variant}
     return get_model(
         config.model, input_shape=dataset.input_shape, num_classes=dataset.num_classes,
         kernel_quantizer=lambda: recipes.kernel_quantizer(config.quantizer, **options),
-        kernel_constraint=recipes.kernel_constraint(config.quantizer), width=config.width)
+        kernel_constraint=recipes.kernel_constraint(config.quantizer), width=config.width, **layout)
 
 
 def make_strategy(name: str) -> tf.distribute.Strategy:

@@ -97,6 +97,22 @@ def test_config_errors_name_parameter_and_choices():
     assert a.default_run_dir() == b.default_run_dir() != training.TrainConfig(lr=0.2).default_run_dir()
 
 
+@pytest.mark.parametrize("variant, stem", [(None, (3, 3)), ("cifar", (3, 3)), ("imagenet", (7, 7))])
+def test_variant_picks_the_resnet_layout_at_any_image_size(variant, stem):
+    config = training.TrainConfig(model="resnet18", width=0.125, variant=variant).validate()
+    dataset = type("Dataset", (), {"input_shape": (64, 64, 3), "num_classes": 10})()
+    assert training.build_model(config, dataset).get_layer("stem_conv").kernel_size == stem
+
+
+def test_variant_errors_and_run_dir():
+    with pytest.raises(training.ConfigError, match="`variant` applies to resnet18, resnet34 only; `model` 'vggsmall'"):
+        training.TrainConfig(variant="imagenet").validate()
+    with pytest.raises(training.ConfigError, match="`variant` must be one of cifar, imagenet; got 'mobile'"):
+        training.TrainConfig(model="resnet18", variant="mobile").validate()
+    plain, imagenet = training.TrainConfig(model="resnet18"), training.TrainConfig(model="resnet18", variant="imagenet")
+    assert plain.default_run_dir() != imagenet.default_run_dir()
+
+
 def test_bad_flags_list_valid_choices(tmp_path):
     result = run_cli(["--quantizer", "xnor"], cwd=tmp_path, timeout=120)
     assert result.returncode == 2
@@ -106,7 +122,8 @@ def test_bad_flags_list_valid_choices(tmp_path):
     import train as cli
 
     for flags, message in ((["--model", "lenet"], "invalid choice: 'lenet'"),
-                           (["--selection", "best"], "'loss'"), (["--epochs", "0"], "must be an integer >= 1")):
+                           (["--selection", "best"], "'loss'"), (["--epochs", "0"], "must be an integer >= 1"),
+                           (["--variant", "mobile"], "invalid choice: 'mobile'")):
         with pytest.raises(SystemExit):
             cli.parse_config(flags)
     config_file = tmp_path / "run.json"

@@ -16,12 +16,13 @@ from hbnn_larq.zoo.pretrained import (
     registered_weights,
     save_pretrained,
 )
-from hbnn_larq.zoo.registry import MODELS, get_model, model_names
+from hbnn_larq.zoo.registry import MODEL_VARIANTS, MODELS, get_model, model_names
 from hbnn_larq.zoo.resnet import ResNet18, ResNet34
 from hbnn_larq.zoo.vgg_small import VGGSmall
 
 __all__ = [
     "MODELS",
+    "MODEL_VARIANTS",
     "ResNet18",
     "ResNet34",
     "VGGSmall",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hbnn_larq.zoo.resnet import ResNet18, ResNet34
+from hbnn_larq.zoo.resnet import VARIANTS, ResNet18, ResNet34
 from hbnn_larq.zoo.vgg_small import VGGSmall
 
 MODELS = {
@@ -10,6 +10,8 @@ MODELS = {
     "resnet18": ResNet18,
     "resnet34": ResNet34,
 }
+# The models with a CIFAR and an ImageNet layout (`variant=`), and the layouts they accept.
+MODEL_VARIANTS = {"resnet18": VARIANTS, "resnet34": VARIANTS}
 
 
 def model_names() -> list[str]:
