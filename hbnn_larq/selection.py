@@ -54,7 +54,7 @@ class ChartSelection(tf.keras.callbacks.Callback):
             raise ValueError(f"`warmup_epochs` must be an int >= 0, got {warmup_epochs!r}.")
         self.probe = self._fixed_probe(probe_data, probe_batches) if probe_data is not None else None
         self.every, self.warmup_epochs, self.verbose = int(every), int(warmup_epochs), verbose
-        self._rng = np.random.default_rng(seed)
+        self.seed = int(seed)
         self._epoch = 0
         self.history: list[dict] = []
 
@@ -80,8 +80,11 @@ class ChartSelection(tf.keras.callbacks.Callback):
 
     def on_train_batch_begin(self, batch, logs=None):
         if self._epoch < self.warmup_epochs:
+            # Drawn from (seed, epoch, batch), not a running generator: a resumed fit
+            # (BackupAndRestore) then draws the same charts as an uninterrupted one.
+            rng = np.random.default_rng([self.seed, self._epoch, batch])
             for _, q in self._epc_layers():
-                q.active_index.assign(int(self._rng.integers(q.cluster_size)))
+                q.active_index.assign(int(rng.integers(q.cluster_size)))
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:

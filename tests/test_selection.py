@@ -81,6 +81,29 @@ def test_fit_with_selection_and_warmup_logs_the_charts():
         assert all(np.linalg.norm(p.numpy()) > 0 for p in q.points)
 
 
+def _warmup_charts(callback, model, epochs, batches=6):
+    """The charts `callback` draws for each (epoch, batch) of `epochs`, hooks called as fit does."""
+    callback.set_model(model)
+    quantizers = [q for _, q in hbnn_larq.hyperbolic_quantizers(model)]
+    charts = {}
+    for epoch in epochs:
+        callback.on_epoch_begin(epoch)
+        for batch in range(batches):
+            callback.on_train_batch_begin(batch)
+            charts[epoch, batch] = tuple(int(q.active_index.numpy()) for q in quantizers)
+    return charts
+
+
+def test_warmup_charts_are_the_same_after_a_resume():
+    model = epc_model(t=4)
+    model(random_data(2)[0])
+    uninterrupted = _warmup_charts(ChartSelection(warmup_epochs=3, seed=5), model, epochs=[0, 1, 2])
+    resumed = _warmup_charts(ChartSelection(warmup_epochs=3, seed=5), model, epochs=[2])
+    other_seed = _warmup_charts(ChartSelection(warmup_epochs=3, seed=6), model, epochs=[2])
+    assert resumed == {key: uninterrupted[key] for key in resumed}
+    assert other_seed != resumed and len(set(uninterrupted.values())) > 1
+
+
 def test_loss_criterion_needs_probe_data():
     x, y = random_data(16)
     with pytest.raises(ValueError, match="probe_data"):
