@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from collections import defaultdict
 from pathlib import Path
 
@@ -31,19 +32,46 @@ def runs_by_row(store: dict) -> dict:
     return rows
 
 
+# Panels of the accuracy plot, so that each compares a handful of curves; the tuned baseline
+# appears in each as the reference. Rows that fit no panel (e.g. the radius protocol) share one.
+BASELINE_ROW = "ste-wlr3"
+PANELS = (
+    ("step sizes: latent LR (STE) and points' multiplier (HBNN)",
+     lambda row: row.startswith("ste") or re.fullmatch(r"hbnn-m\d+", row) is not None),
+    ("HBNN variants", lambda row: row in (BASELINE_ROW, "hbnn-m100") or row.startswith(("hbnn-boundary", "hbnn-channel",
+                                                                                        "hbnn-m100-", "epc"))),
+    ("plug-ins", lambda row: row == BASELINE_ROW or row.startswith(("ir_net", "recu"))),
+)
+
+
+def panels(names) -> list[tuple[str, list[str]]]:
+    grouped = [(title, [n for n in names if keep(n)]) for title, keep in PANELS]
+    placed = {n for _, chosen in grouped if set(chosen) - {BASELINE_ROW} for n in chosen}
+    leftover = [n for n in names if n not in placed]
+    grouped = [(title, chosen) for title, chosen in grouped if set(chosen) - {BASELINE_ROW}]
+    return grouped + ([("all rows", leftover)] if leftover else [])
+
+
 def plot_accuracy(rows: dict, path: Path, title: str) -> None:
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for row, entries in sorted(rows.items()):
-        curves = np.array([e["test_accuracy_per_epoch"] for e in entries]) * 100
-        epochs = np.arange(1, curves.shape[1] + 1)
-        ax.plot(epochs, curves.mean(0), marker="o", ms=3, label=f"{row} (n={len(entries)})")
-        if len(entries) > 1:
-            ax.fill_between(epochs, curves.min(0), curves.max(0), alpha=0.15)
-    ax.set(xlabel="epoch", ylabel="test accuracy (%)", title=title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    names = sorted(rows)
+    colours = dict(zip(names, plt.cm.tab20(np.linspace(0, 1, max(len(names), 2)))))
+    groups = panels(names)
+    fig, axes = plt.subplots(1, len(groups), figsize=(6 * len(groups), 4.5), squeeze=False, sharey=True)
+    for ax, (panel, chosen) in zip(axes[0], groups):
+        for row in chosen:
+            entries = rows[row]
+            curves = np.array([e["test_accuracy_per_epoch"] for e in entries]) * 100
+            epochs = np.arange(1, curves.shape[1] + 1)
+            ax.plot(epochs, curves.mean(0), marker="o", ms=3, color=colours[row], label=f"{row} (n={len(entries)})")
+            if len(entries) > 1:
+                ax.fill_between(epochs, curves.min(0), curves.max(0), color=colours[row], alpha=0.15)
+        ax.set(xlabel="epoch", title=panel)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    axes[0][0].set_ylabel("test accuracy (%), mean; band: min-max over seeds")
+    fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
