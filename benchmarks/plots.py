@@ -22,6 +22,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from accuracy import baseline_row  # noqa: E402
 from bench_common import RESULTS  # noqa: E402
 
 
@@ -33,29 +34,28 @@ def runs_by_row(store: dict) -> dict:
 
 
 # Panels of the accuracy plot, so that each compares a handful of curves; the tuned baseline
-# appears in each as the reference. Rows that fit no panel (e.g. the radius protocol) share one.
-BASELINE_ROW = "ste-wlr3"
+# (`accuracy.baseline_row`) appears in each as the reference. Rows that fit no panel (e.g. the
+# radius protocol) share one.
 PANELS = (
     ("step sizes: latent LR (STE) and points' multiplier (HBNN)",
-     lambda row: row.startswith("ste") or re.fullmatch(r"hbnn-m\d+", row) is not None),
-    ("HBNN variants", lambda row: row in (BASELINE_ROW, "hbnn-m100") or row.startswith(("hbnn-boundary", "hbnn-channel",
-                                                                                        "hbnn-m100-", "epc"))),
-    ("plug-ins", lambda row: row == BASELINE_ROW or row.startswith(("ir_net", "recu"))),
+     lambda row: row.startswith("ste") or re.fullmatch(r"hbnn-m\d+(-wlr\d+)?", row) is not None),
+    ("HBNN variants", lambda row: row == "hbnn-m100" or row.startswith(("hbnn-boundary", "hbnn-channel", "epc"))),
+    ("plug-ins", lambda row: row.startswith(("ir_net", "recu"))),
 )
 
 
-def panels(names) -> list[tuple[str, list[str]]]:
+def panels(names, baseline: str) -> list[tuple[str, list[str]]]:
     grouped = [(title, [n for n in names if keep(n)]) for title, keep in PANELS]
-    placed = {n for _, chosen in grouped if set(chosen) - {BASELINE_ROW} for n in chosen}
+    grouped = [(title, sorted(set(chosen) | ({baseline} & set(names)))) for title, chosen in grouped if chosen]
+    placed = {n for _, chosen in grouped for n in chosen}
     leftover = [n for n in names if n not in placed]
-    grouped = [(title, chosen) for title, chosen in grouped if set(chosen) - {BASELINE_ROW}]
     return grouped + ([("all rows", leftover)] if leftover else [])
 
 
-def plot_accuracy(rows: dict, path: Path, title: str) -> None:
+def plot_accuracy(rows: dict, path: Path, title: str, baseline: str) -> None:
     names = sorted(rows)
     colours = dict(zip(names, plt.cm.tab20(np.linspace(0, 1, max(len(names), 2)))))
-    groups = panels(names)
+    groups = panels(names, baseline)
     fig, axes = plt.subplots(1, len(groups), figsize=(6 * len(groups), 4.5), squeeze=False, sharey=True)
     for ax, (panel, chosen) in zip(axes[0], groups):
         for row in chosen:
@@ -96,11 +96,12 @@ def plot_flips(rows: dict, path: Path, names: list[str]) -> None:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--protocol", default="quick")
-    parser.add_argument("--flip-rows", nargs="*", default=["ste", "ste-wlr3", "hbnn-m100", "hbnn-m100-wlr3"])
+    parser.add_argument("--flip-rows", nargs="*", default=["ste", "ste-wlr3", "ste-wlr10", "hbnn-m100", "hbnn-m100-wlr10"])
     args = parser.parse_args(argv)
     store = json.loads((RESULTS / f"accuracy-{args.protocol}.json").read_text())
     rows = runs_by_row(store)
-    plot_accuracy(rows, RESULTS / f"accuracy-{args.protocol}.png", f"Test accuracy per epoch ({args.protocol} protocol)")
+    plot_accuracy(rows, RESULTS / f"accuracy-{args.protocol}.png", f"Test accuracy per epoch ({args.protocol} protocol)",
+                  baseline_row(args.protocol, rows))
     plot_flips(rows, RESULTS / f"flips-{args.protocol}.png", args.flip_rows)
     print(f"wrote {RESULTS / f'accuracy-{args.protocol}.png'} and {RESULTS / f'flips-{args.protocol}.png'}")
 
