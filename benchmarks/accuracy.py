@@ -81,6 +81,9 @@ ROWS = {
     # point) is already ~1/std larger than sign/STE's: their points' step is swept separately.
     **{f"{base}+hbnn-m{m}": ("plugins-tune", ["--quantizer", f"{base}+hbnn", "--point-lr-multiplier", str(m)])
        for base in ("ir_net", "recu") for m in (10, 100)},
+    # The bases' own latent-weight learning rate (sign/STE's best was x10).
+    **{f"{base}-wlr{w}": ("plugins-tune", ["--quantizer", base, "--latent-lr-multiplier", str(w)])
+       for base in ("ir_net", "recu") for w in (3, 10)},
 }
 RADIUS_ROWS = {
     f"{kind}-r{r}": ("radius", ["--quantizer", quantizer, "--radius", str(r), "--point-lr-multiplier", "100"])
