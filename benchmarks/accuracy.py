@@ -171,7 +171,7 @@ BASELINE = {"quick": "ste-wlr3", "paper": "ste", "imagenette": "ste-wlr3", "radi
 
 def is_baseline_row(row: str, protocol: str) -> bool:
     flags = rows_for(protocol).get(row, (None, []))[1]
-    return protocol != "radius" and "--quantizer" in flags and flags[flags.index("--quantizer") + 1] == "ste_sign"
+    return "--quantizer" in flags and flags[flags.index("--quantizer") + 1] == "ste_sign"
 
 
 def baseline_row(protocol: str, by_row: dict) -> str:

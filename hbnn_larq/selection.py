@@ -52,6 +52,8 @@ class ChartSelection(tf.keras.callbacks.Callback):
             raise ValueError(f"`every` must be an int >= 1, got {every!r}.")
         if int(warmup_epochs) < 0:
             raise ValueError(f"`warmup_epochs` must be an int >= 0, got {warmup_epochs!r}.")
+        if int(seed) < 0:
+            raise ValueError(f"`seed` must be an int >= 0, got {seed!r}.")
         self.probe = self._fixed_probe(probe_data, probe_batches) if probe_data is not None else None
         self.every, self.warmup_epochs, self.verbose = int(every), int(warmup_epochs), verbose
         self.seed = int(seed)

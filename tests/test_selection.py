@@ -110,7 +110,8 @@ def test_loss_criterion_needs_probe_data():
         epc_model().fit(x, y, epochs=1, verbose=0, callbacks=[ChartSelection()])
 
 
-@pytest.mark.parametrize("kwargs, name", [({"every": 0}, "every"), ({"warmup_epochs": -1}, "warmup_epochs")])
+@pytest.mark.parametrize("kwargs, name", [({"every": 0}, "every"), ({"warmup_epochs": -1}, "warmup_epochs"),
+                                          ({"seed": -1}, "seed")])
 def test_bad_arguments(kwargs, name):
     with pytest.raises(ValueError, match=f"`{name}`"):
         ChartSelection(**kwargs)

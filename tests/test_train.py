@@ -91,6 +91,8 @@ def test_config_errors_name_parameter_and_choices():
         training.TrainConfig(quantizer="xnor").validate()
     with pytest.raises(training.ConfigError, match="`epochs` must be an integer >= 1"):
         training.TrainConfig(epochs=0).validate()
+    with pytest.raises(training.ConfigError, match="`seed` must be an integer >= 0, got -1"):
+        training.TrainConfig(seed=-1).validate()
     with pytest.raises(training.ConfigError, match="Unknown config key.*bogus"):
         training.TrainConfig.from_dict({"bogus": 1})
     a, b = training.TrainConfig(), training.TrainConfig(verbose=0, run_dir="x")
