@@ -8,6 +8,7 @@ has a result is skipped, so the benchmark can be extended and resumed across sit
 python benchmarks/accuracy.py --protocol quick --stage tune          # one seed, sweeps
 python benchmarks/accuracy.py --protocol quick --rows ste-wlr3 hbnn-m100 --seeds 0 1 2   # final rows
 python benchmarks/accuracy.py --protocol quick --table               # print the table only
+python benchmarks/accuracy.py --protocol quick --table --curves      # and the accuracy after each epoch
 python benchmarks/accuracy.py --protocol quick --rows ste hbnn-m100 --seeds 0 1 2
 ```
 
@@ -236,6 +237,19 @@ def print_table(store: dict) -> None:
               f" {versus}")
 
 
+def print_curves(store: dict) -> None:
+    """Test accuracy after each epoch, mean over each row's seeds (the data of the accuracy plot)."""
+    by_row: dict[str, list[list[float]]] = {}
+    for entry in store["runs"].values():
+        by_row.setdefault(entry["row"], []).append(entry["test_accuracy_per_epoch"])
+    epochs = max((len(c) for curves in by_row.values() for c in curves), default=0)
+    print(f"test accuracy % after each epoch, mean over seeds (protocol {store['protocol']})")
+    print(f"{'row':24s} {'seeds':>5s} " + " ".join(f"{e:>5d}" for e in range(1, epochs + 1)))
+    for row, curves in sorted(by_row.items()):
+        means = [statistics.mean(c[e] for c in curves if len(c) > e) * 100 for e in range(epochs)]
+        print(f"{row:24s} {len(curves):5d} " + " ".join(f"{m:5.1f}" for m in means))
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--protocol", choices=sorted(PROTOCOLS), default="quick")
@@ -244,6 +258,7 @@ def main(argv=None) -> None:
     parser.add_argument("--rows", nargs="*", default=None, help="row names (see ROWS in this file)")
     parser.add_argument("--seeds", nargs="*", type=int, default=[0])
     parser.add_argument("--table", action="store_true", help="only print the table of what is measured")
+    parser.add_argument("--curves", action="store_true", help="also print the test accuracy after each epoch")
     args = parser.parse_args(argv)
 
     store = load(args.protocol)
@@ -266,6 +281,9 @@ def main(argv=None) -> None:
         store["table"] = table(store)
         save(args.protocol, store)
     print_table(store)
+    if args.curves:
+        print()
+        print_curves(store)
 
 
 if __name__ == "__main__":
