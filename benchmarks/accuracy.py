@@ -199,10 +199,16 @@ def paired_difference(entries: list[dict], reference: list[dict]) -> tuple[float
     return statistics.mean(diffs), (statistics.stdev(diffs) if len(diffs) > 1 else 0.0), len(diffs)
 
 
-def table(store: dict) -> list[dict]:
+def runs_by_row(store: dict) -> dict[str, list[dict]]:
+    """The measured runs of `store`, grouped by row."""
     by_row: dict[str, list[dict]] = {}
     for entry in store["runs"].values():
         by_row.setdefault(entry["row"], []).append(entry)
+    return by_row
+
+
+def table(store: dict) -> list[dict]:
+    by_row = runs_by_row(store)
     baseline = baseline_row(store["protocol"], by_row)
     lines = []
     for row, entries in sorted(by_row.items(), key=lambda kv: -statistics.mean(e["final_test_accuracy"] for e in kv[1])):
@@ -239,9 +245,7 @@ def print_table(store: dict) -> None:
 
 def print_curves(store: dict) -> None:
     """Test accuracy after each epoch, mean over each row's seeds (the data of the accuracy plot)."""
-    by_row: dict[str, list[list[float]]] = {}
-    for entry in store["runs"].values():
-        by_row.setdefault(entry["row"], []).append(entry["test_accuracy_per_epoch"])
+    by_row = {row: [e["test_accuracy_per_epoch"] for e in entries] for row, entries in runs_by_row(store).items()}
     epochs = max((len(c) for curves in by_row.values() for c in curves), default=0)
     print(f"test accuracy % after each epoch, mean over seeds (protocol {store['protocol']})")
     print(f"{'row':24s} {'seeds':>5s} " + " ".join(f"{e:>5d}" for e in range(1, epochs + 1)))

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import re
-from collections import defaultdict
 from pathlib import Path
 
 import matplotlib
@@ -22,15 +21,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from accuracy import baseline_row  # noqa: E402
+from accuracy import baseline_row, runs_by_row  # noqa: E402
 from bench_common import RESULTS  # noqa: E402
-
-
-def runs_by_row(store: dict) -> dict:
-    rows = defaultdict(list)
-    for entry in store["runs"].values():
-        rows[entry["row"]].append(entry)
-    return rows
 
 
 # Panels of the accuracy plot, so that each compares a handful of curves; the tuned baseline

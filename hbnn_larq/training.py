@@ -121,10 +121,11 @@ class TrainConfig:
         _choice("selection", self.selection, SELECTIONS)
         _choice("grouping", self.grouping, GROUPINGS)
         _choice("strategy", self.strategy, STRATEGIES)
-        for name in ("epochs", "batch_size", "cluster_size", "image_size", "max_train_examples", "max_test_examples"):
+        counts = ("epochs", "batch_size", "cluster_size", "image_size", "max_train_examples", "max_test_examples")
+        for name, least in [(name, 1) for name in counts] + [("seed", 0)]:
             value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise ConfigError(f"`{name}` must be an integer >= 1, got {value!r}.")
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < least):
+                raise ConfigError(f"`{name}` must be an integer >= {least}, got {value!r}.")
         for name in ("lr", "latent_lr_multiplier", "point_lr_multiplier", "width", "radius"):
             value = getattr(self, name)
             if value is not None and not (isinstance(value, (int, float)) and 0 < value < float("inf")):
@@ -133,8 +134,6 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and not (isinstance(value, (int, float)) and 0 <= value < float("inf")):
                 raise ConfigError(f"`{name}` must be a number >= 0, got {value!r}.")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ConfigError(f"`seed` must be an integer >= 0, got {self.seed!r}.")
         if not 0 <= self.momentum < 1:
             raise ConfigError(f"`momentum` must be in [0, 1), got {self.momentum!r}.")
         return self
