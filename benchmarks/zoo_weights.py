@@ -1,7 +1,8 @@
 """Train, measure and publish the zoo's shipped CIFAR-10 weights (`weights="cifar10"`).
 
 For each model the script runs one plain `python train.py ...` command (full width, HBNN
-defaults: `--quantizer hbnn`, point multiplier 100, SGD 0.9, lr 0.1 cosine, batch 256, wd 5e-4),
+defaults: `--quantizer hbnn`, points' step x100, latent-weight LR x10 (the best-measured HBNN
+setting of the quick protocol), SGD 0.9, lr 0.1 cosine, batch 256, wd 5e-4),
 which resumes from its last completed epoch when it is run again, so training can be spread over
 several sittings. Once the run is complete the script reloads the bit-packed `weights.npz` into a
 fresh zoo model, measures its test accuracy on the whole CIFAR-10 test set and on a fixed seeded
@@ -36,7 +37,8 @@ SLICE = {"dataset": "cifar10", "max_test_examples": 1000, "seed": 0}
 
 def command(model: str) -> list[str]:
     return [sys.executable, str(ROOT / "train.py"), "--model", model, "--dataset", "cifar10",
-            "--epochs", str(EPOCHS[model]), "--warmup-epochs", "1", "--quantizer", "hbnn", "--seed", "0",
+            "--epochs", str(EPOCHS[model]), "--warmup-epochs", "1", "--quantizer", "hbnn",
+            "--latent-lr-multiplier", "10", "--seed", "0",
             "--run-dir", str(RUNS / f"{model}-{NAME}"), "--verbose", "2"]
 
 
