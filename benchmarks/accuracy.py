@@ -150,7 +150,8 @@ def summarise_run(results: dict, run_dir: Path, cmd: list[str]) -> dict:
         "test_accuracy_per_epoch": test,
         "train_accuracy_per_epoch": [e["train_accuracy"] for e in epochs],
         "flips": flips,
-        "wall_time_s": results.get("wall_time_s"),
+        "wall_time_s": results.get("wall_time_s"),  # of the last (resumed) process only
+        "train_time_s": results.get("train_time_s"),  # epochs incl. evaluation, summed across resumes
         "machine": results.get("machine"),
     }
 
@@ -228,7 +229,7 @@ def table(store: dict) -> list[dict]:
             "best_mean": statistics.mean(100 * e["best_test_accuracy"] for e in entries),
             "best_epoch": statistics.mean(e["best_epoch"] for e in entries),
             "flips_total": statistics.mean(e["flips"].get("flips_total/mean", [0])[-1] for e in entries),
-            "minutes": statistics.mean((e["wall_time_s"] or 0) / 60 for e in entries),
+            "minutes": statistics.mean((e.get("train_time_s") or e["wall_time_s"] or 0) / 60 for e in entries),
             "reference": (reference := reference_row(row, store["protocol"], baseline)),
             "vs_reference": paired_difference(entries, by_row.get(reference, [])),
         })
@@ -237,7 +238,7 @@ def table(store: dict) -> list[dict]:
 
 def print_table(store: dict) -> None:
     header = (f"{'row':24s} {'seeds':>5s} {'final test acc %':>18s} {'best %':>7s} {'best ep':>7s} {'flips':>6s} "
-              f"{'min/run':>7s}  {'paired difference, points':34s}")
+              f"{'train min':>9s}  {'paired difference, points':34s}")
     print(f"protocol: {store['protocol']}  ({' '.join(PROTOCOLS[store['protocol']])})")
     print(header)
     print("-" * len(header))
@@ -246,7 +247,7 @@ def print_table(store: dict) -> None:
         versus = "" if paired is None or line["reference"] == line["row"] else (
             f"{paired[0]:+6.2f} ± {paired[1]:4.2f} vs {line['reference']} (n={paired[2]})")
         print(f"{line['row']:24s} {line['seeds']:5d} {line['final_mean']:10.2f} ± {line['final_std']:5.2f} "
-              f"{line['best_mean']:7.2f} {line['best_epoch']:7.1f} {line['flips_total']:6.3f} {line['minutes']:7.1f} "
+              f"{line['best_mean']:7.2f} {line['best_epoch']:7.1f} {line['flips_total']:6.3f} {line['minutes']:9.1f} "
               f" {versus}")
 
 
