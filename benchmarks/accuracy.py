@@ -6,6 +6,7 @@ has a result is skipped, so the benchmark can be extended and resumed across sit
 
 ```bash
 python benchmarks/accuracy.py --protocol quick --stage tune          # one seed, sweeps
+python benchmarks/accuracy.py --protocol quick --stage variants --seeds 0 1 2   # boundary, EPC, grouping
 python benchmarks/accuracy.py --protocol quick --rows ste-wlr3 hbnn-m100 --seeds 0 1 2   # final rows
 python benchmarks/accuracy.py --protocol quick --table               # print the table only
 python benchmarks/accuracy.py --protocol quick --table --curves      # and the accuracy after each epoch
@@ -51,9 +52,10 @@ PROTOCOLS["radius"] = PROTOCOLS["quick"]
 
 HBNN = ["--quantizer", "hbnn"]
 EPC = HBNN + ["--cluster-size", "4"]
+HBNN_BEST = ["--point-lr-multiplier", "100", "--latent-lr-multiplier", "10"]  # the recipe's defaults, explicit
 # Rows: name -> (stage, extra train.py flags). "paper" rows use the paper's recipe as written
 # (points stepped with the plain learning rate); "tune" rows sweep the one knob each method has
-# on one seed; "final" rows are the tuned settings run with >= 3 seeds.
+# on one seed; "variants" rows are HBNN's options at its tuned steps.
 ROWS = {
     "ste": ("paper", ["--quantizer", "ste_sign"]),
     "hbnn-m1": ("paper", HBNN + ["--point-lr-multiplier", "1"]),
@@ -68,10 +70,12 @@ ROWS = {
     # The baseline's best latent LR (x10) given to HBNN too, with the points' step around it.
     **{f"hbnn-m{m}-wlr10": ("tune", HBNN + ["--point-lr-multiplier", str(m), "--latent-lr-multiplier", "10"])
        for m in (30, 100, 300)},
-    "hbnn-channel-m100": ("tune", HBNN + ["--point-lr-multiplier", "100", "--grouping", "channel"]),
-    "hbnn-boundary-m100": ("tune", ["--quantizer", "hbnn-boundary", "--point-lr-multiplier", "100"]),
-    "epc4-loss-m100": ("tune", EPC + ["--point-lr-multiplier", "100", "--selection", "loss"]),
-    "epc4-geometric-m100": ("tune", EPC + ["--point-lr-multiplier", "100", "--selection", "geometric"]),
+    # The method's variants at its best-measured steps, read against the tuned baseline: does
+    # EPC (two criteria), the boundary or per-channel grouping change the verdict?
+    "hbnn-boundary-m100-wlr10": ("variants", ["--quantizer", "hbnn-boundary", *HBNN_BEST]),
+    "epc4-loss-m100-wlr10": ("variants", EPC + HBNN_BEST + ["--selection", "loss"]),
+    "epc4-geometric-m100-wlr10": ("variants", EPC + HBNN_BEST + ["--selection", "geometric"]),
+    "hbnn-channel-m100-wlr10": ("variants", HBNN + HBNN_BEST + ["--grouping", "channel"]),
     # HBNN as a plug-in (paper Tables 4-5): each base method with and without the hyperbolic map,
     # the plug-in at its recipe's default points' step (1).
     "ir_net": ("plugins", ["--quantizer", "ir_net"]),
@@ -87,7 +91,7 @@ ROWS = {
        for base in ("ir_net", "recu") for w in (3, 10)},
 }
 RADIUS_ROWS = {
-    f"{kind}-r{r}": ("radius", ["--quantizer", quantizer, "--radius", str(r), "--point-lr-multiplier", "100"])
+    f"{kind}-r{r}-wlr10": ("radius", ["--quantizer", quantizer, "--radius", str(r), *HBNN_BEST])
     for r in (0.01, 0.05, 0.1, 0.5, 1.0, 5.0)
     for kind, quantizer in (("ball", "hbnn"), ("boundary", "hbnn-boundary"))
 }
@@ -175,7 +179,7 @@ def run(protocol: str, row: str, seed: int, store: dict) -> None:
 # The reference of the paired column: the tuned baseline (the comparison every claim must survive).
 # Where a protocol sweeps the sign/STE baseline, it is the best-measured sign/STE row, so that a
 # better-tuned baseline becomes the reference as soon as it is measured; otherwise this row.
-BASELINE = {"quick": "ste-wlr3", "paper": "ste", "imagenette": "ste-wlr3", "radius": "ball-r0.05"}
+BASELINE = {"quick": "ste-wlr10", "paper": "ste", "imagenette": "ste-wlr10", "radius": "ball-r0.05-wlr10"}
 
 
 def is_baseline_row(row: str, protocol: str) -> bool:
@@ -265,7 +269,7 @@ def print_curves(store: dict) -> None:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--protocol", choices=sorted(PROTOCOLS), default="quick")
-    parser.add_argument("--stage", choices=["paper", "tune", "plugins", "plugins-tune", "radius", "all"], default=None,
+    parser.add_argument("--stage", choices=["paper", "tune", "variants", "plugins", "plugins-tune", "radius", "all"], default=None,
                         help="which rows to run (for the final >= 3-seed runs name them with --rows and --seeds)")
     parser.add_argument("--rows", nargs="*", default=None, help="row names (see ROWS in this file)")
     parser.add_argument("--seeds", nargs="*", type=int, default=[0])

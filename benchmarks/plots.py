@@ -31,7 +31,7 @@ from bench_common import RESULTS  # noqa: E402
 PANELS = (
     ("step sizes: latent LR (STE) and points' multiplier (HBNN)",
      lambda row: row.startswith("ste") or re.fullmatch(r"hbnn-m\d+(-wlr\d+)?", row) is not None),
-    ("HBNN variants", lambda row: row == "hbnn-m100" or row.startswith(("hbnn-boundary", "hbnn-channel", "epc"))),
+    ("HBNN variants (tuned steps)", lambda row: row == "hbnn-m100-wlr10" or row.startswith(("hbnn-boundary", "hbnn-channel", "epc"))),
     ("plug-ins", lambda row: row.startswith(("ir_net", "recu"))),
 )
 

@@ -161,8 +161,10 @@ def test_sigkill_then_same_command_resumes_and_completes(tiny, tmp_path, monkeyp
     """End to end: a run (EPC, t=2) is SIGKILLed after its first epoch, the same command resumes
     it, and the finished run directory holds every output."""
     epochs, steps = 4, 6
+    # The papers' latent step: on 48 images x 4 epochs the recipe's x10 (measured best on real
+    # CIFAR-10 runs) overshoots and the run ends at chance, which would hide a broken resume.
     args = [*TINY, "--dataset", str(tiny), "--epochs", str(epochs), "--lr", "0.02", "--cluster-size", "2",
-            "--verbose", "2"]
+            "--latent-lr-multiplier", "1", "--verbose", "2"]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "HBNN_CACHE_DIR": str(tmp_path / "cache")}
     process = subprocess.Popen([sys.executable, TRAIN, *args, "--no-export"], cwd=tmp_path, env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -197,7 +199,7 @@ def test_sigkill_then_same_command_resumes_and_completes(tiny, tmp_path, monkeyp
     assert results["final"]["test_accuracy"] > 0.5, results["epochs"]  # chance is 1/3
     assert results["resolved"] == {"epochs": epochs, "weight_decay": 5e-4, "warmup_epochs": 0, "steps_per_epoch": steps,
                                    "point_lr_multiplier": recipes.point_lr_multiplier("hbnn"),
-                                   "latent_lr_multiplier": recipes.latent_lr_multiplier("hbnn")}
+                                   "latent_lr_multiplier": 1.0}
     assert results["versions"]["larq"] == lq.__version__ and results["machine"]["cores"] >= 1
     assert (run_dir / "model.tflite").stat().st_size > 0 and (run_dir / "weights.npz").is_file()
     assert "chart/" in (run_dir / "history.csv").read_text()
