@@ -1,9 +1,9 @@
 """Train a binarized network (HBNN or a baseline recipe), then export it to a 1-bit `.tflite`.
 
     python train.py                          # short demo (see DEMO below), a few minutes on 2 cores
-    python train.py --model vggsmall --dataset cifar10 --quantizer hbnn          # defaults: the best measured
-    python train.py --model vggsmall --dataset cifar10 --latent-lr-multiplier 1 # the paper's recipe
-    python train.py --config run.json --epochs 10                               # JSON defaults, flags win
+    python train.py --model vggsmall --dataset cifar10 --quantizer hbnn       # steps: the best measured
+    python train.py --model vggsmall --dataset cifar10 --point-lr-multiplier 1 --latent-lr-multiplier 1  # the paper's
+    python train.py --config run.json --epochs 10                            # JSON defaults, flags win
 
 Re-running the same command resumes an interrupted run from its last completed epoch.
 The recipe and the outputs are documented in `hbnn_larq/training.py` and `hbnn_larq/data.py`.
