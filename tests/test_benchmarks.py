@@ -34,3 +34,22 @@ def test_zoo_weights_train_the_full_width_cifar_model_with_the_defaults(model):
     assert (config.model, config.dataset, config.width, config.variant) == (model, "cifar10", 1.0, None)
     assert config.resolved_latent_lr_multiplier() == train.recipes.latent_lr_multiplier("hbnn")
     assert config.resolved_point_lr_multiplier() == train.recipes.point_lr_multiplier("hbnn")
+
+
+def _entry(row, seed, accuracy, **times):
+    return {"row": row, "seed": seed, "final_test_accuracy": accuracy, "best_test_accuracy": accuracy,
+            "best_epoch": 10, "flips": {}, "wall_time_s": None, **times}
+
+
+def test_table_pairs_by_seed_against_the_best_sign_ste_row_and_times_resumed_runs_by_their_epochs():
+    store = {"protocol": "quick", "runs": {
+        "ste-wlr3-s0": _entry("ste-wlr3", 0, 0.60, wall_time_s=600.0),
+        "ste-wlr10-s0": _entry("ste-wlr10", 0, 0.70, wall_time_s=600.0),
+        "ste-wlr10-s1": _entry("ste-wlr10", 1, 0.72, wall_time_s=600.0),
+        # resumed once: the last process ran 300 s of the run's 1200 s of epochs
+        "hbnn-m100-s1": _entry("hbnn-m100", 1, 0.71, wall_time_s=300.0, train_time_s=1200.0),
+    }}
+    lines = {line["row"]: line for line in accuracy.table(store)}
+    assert lines["hbnn-m100"]["reference"] == "ste-wlr10"
+    assert lines["hbnn-m100"]["vs_reference"] == pytest.approx((-1.0, 0.0, 1))  # seed 1 only
+    assert lines["hbnn-m100"]["minutes"] == pytest.approx(20.0) and lines["ste-wlr10"]["minutes"] == pytest.approx(10.0)
