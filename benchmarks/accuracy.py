@@ -101,6 +101,11 @@ def rows_for(protocol: str) -> dict:
     return RADIUS_ROWS if protocol == "radius" else ROWS
 
 
+def flag_value(flags: list[str], name: str, default: str | None = None) -> str | None:
+    """The value a row's `flags` give to `train.py` option `name`, else `default`."""
+    return flags[flags.index(name) + 1] if name in flags else default
+
+
 def run_id(row: str, seed: int) -> str:
     return f"{row}-s{seed}"
 
@@ -184,7 +189,7 @@ BASELINE = {"quick": "ste-wlr10", "paper": "ste", "imagenette": "ste-wlr10", "ra
 
 def is_baseline_row(row: str, protocol: str) -> bool:
     flags = rows_for(protocol).get(row, (None, []))[1]
-    return "--quantizer" in flags and flags[flags.index("--quantizer") + 1] == "ste_sign"
+    return flag_value(flags, "--quantizer") == "ste_sign"
 
 
 def baseline_row(protocol: str, by_row: dict) -> str:

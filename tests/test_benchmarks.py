@@ -23,7 +23,7 @@ def test_every_row_is_a_valid_config_with_the_latent_step_it_names(protocol):
         config = _config(accuracy.command(protocol, row, seed=1))
         assert config.seed == 1 and config.run_dir.endswith(f"{protocol}/{row}-s1")
         # rows that name no latent step measure the papers' x1, whatever the recipes' default
-        named = flags[flags.index("--latent-lr-multiplier") + 1] if "--latent-lr-multiplier" in flags else "1"
+        named = accuracy.flag_value(flags, "--latent-lr-multiplier", default="1")
         assert config.resolved_latent_lr_multiplier() == float(named), row
         assert (f"-wlr{named}" in row) == (named != "1"), row
 
