@@ -2,7 +2,8 @@
 
 Every run is a plain `python train.py ...` command (exactly what a user would run); its
 `results.json` is collected into `benchmarks/results/accuracy-<protocol>.json`. A run that already
-has a result is skipped, so the benchmark can be extended and resumed across sittings.
+has a result is skipped, so the benchmark can be extended and resumed across sittings; a row that
+is the same configuration as another protocol's row (`SAME_RUN`) copies that run's result.
 
 ```bash
 python benchmarks/accuracy.py --protocol quick --stage tune          # one seed, sweeps
@@ -96,6 +97,14 @@ RADIUS_ROWS = {
     for kind, quantizer in (("ball", "hbnn"), ("boundary", "hbnn-boundary"))
 }
 
+# Rows that are the very run of another protocol's row (same train.py configuration): the radius
+# ablation's r = 0.05 ball and r = 1 boundary are the recipes' defaults, already measured by the
+# quick protocol at the same steps. Their result is copied (marked `reused_from`), not re-run.
+SAME_RUN = {
+    ("radius", "ball-r0.05-wlr10"): ("quick", "hbnn-m100-wlr10"),
+    ("radius", "boundary-r1.0-wlr10"): ("quick", "hbnn-boundary-m100-wlr10"),
+}
+
 
 def rows_for(protocol: str) -> dict:
     return RADIUS_ROWS if protocol == "radius" else ROWS
@@ -165,10 +174,26 @@ def summarise_run(results: dict, run_dir: Path, cmd: list[str]) -> dict:
     }
 
 
+def reuse(protocol: str, row: str, seed: int, store: dict) -> bool:
+    """Copy the result of the run `SAME_RUN` names for (`protocol`, `row`) into `store`, if it has
+    one for `seed` (True), so one configuration is trained once however many tables show it."""
+    other_protocol, other_row = SAME_RUN.get((protocol, row), (None, None))
+    entry = other_protocol and load(other_protocol)["runs"].get(run_id(other_row, seed))
+    if not entry:
+        return False
+    source = f"{other_protocol}/{run_id(other_row, seed)}"
+    print(f"reuse {run_id(row, seed)}: the same run as {source}")
+    store["runs"][run_id(row, seed)] = {**entry, "row": row, "reused_from": source}
+    save(protocol, store)
+    return True
+
+
 def run(protocol: str, row: str, seed: int, store: dict) -> None:
     key = run_id(row, seed)
     if key in store["runs"]:
         print(f"skip {key}: already measured")
+        return
+    if reuse(protocol, row, seed, store):
         return
     cmd = command(protocol, row, seed)
     print("run:", " ".join(cmd), flush=True)

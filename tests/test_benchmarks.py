@@ -1,5 +1,6 @@
 """The benchmark scripts' train.py commands are valid configurations that mean what their rows say."""
 
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -53,3 +54,28 @@ def test_table_pairs_by_seed_against_the_best_sign_ste_row_and_times_resumed_run
     assert lines["hbnn-m100"]["reference"] == "ste-wlr10"
     assert lines["hbnn-m100"]["vs_reference"] == pytest.approx((-1.0, 0.0, 1))  # seed 1 only
     assert lines["hbnn-m100"]["minutes"] == pytest.approx(20.0) and lines["ste-wlr10"]["minutes"] == pytest.approx(10.0)
+
+
+@pytest.mark.parametrize("alias", sorted(accuracy.SAME_RUN))
+def test_rows_sharing_a_result_are_the_same_training_configuration(alias):
+    (protocol, row), (other_protocol, other_row) = alias, accuracy.SAME_RUN[alias]
+    config, other = (_config(accuracy.command(p, r, seed=0)) for p, r in ((protocol, row), (other_protocol, other_row)))
+    # a radius left to the recipe is the recipe's quantizer's r
+    resolve = lambda c: c.radius or train.recipes.kernel_quantizer(c.quantizer).get_config()["r"]  # noqa: E731
+    assert resolve(config) == resolve(other)
+    ignored = {"run_dir": None, "radius": None}
+    assert dataclasses.replace(config, **ignored) == dataclasses.replace(other, **ignored)
+
+
+def test_a_same_run_row_copies_the_measured_result_instead_of_training(tmp_path, monkeypatch):
+    monkeypatch.setattr(accuracy, "RESULTS", tmp_path)
+    (protocol, row), (other_protocol, other_row) = next(iter(accuracy.SAME_RUN.items()))
+    accuracy.save(other_protocol, {"protocol": other_protocol, "runs": {
+        f"{other_row}-s0": _entry(other_row, 0, 0.7)}})
+    monkeypatch.setattr(accuracy, "run_train", lambda *a: pytest.fail("trained a run that was already measured"))
+    store = accuracy.load(protocol)
+    accuracy.run(protocol, row, 0, store)
+    assert store["runs"][f"{row}-s0"] == {**_entry(row, 0, 0.7), "reused_from": f"{other_protocol}/{other_row}-s0"}
+    assert accuracy.load(protocol)["runs"] == store["runs"]
+    with pytest.raises(pytest.fail.Exception, match="already measured"):  # seed 1 has no result to copy
+        accuracy.run(protocol, row, 1, store)
