@@ -72,6 +72,7 @@ def publish(model: str, results: dict) -> dict:
         "epochs": len(results["epochs"]),
         "train_time_h": round(results["train_time_s"] / 3600, 2),
         "test_accuracy_at_end_of_training": results["final"]["test_accuracy"],
+        "test_accuracy_per_epoch": [e["test_accuracy"] for e in results["epochs"]],
         "test_accuracy": accuracy(model, weights),
         "slice": {**SLICE, "accuracy": accuracy(model, weights, **slice_args)},
         "machine": results.get("machine"),
@@ -96,6 +97,10 @@ def print_table(store: dict) -> None:
         size = (ROOT / "hbnn_larq" / "zoo" / "weights" / entry["file"]).stat().st_size / 1e6
         print(f"{model:10s} {entry['name']:8s} {p['epochs']:6d} {p['train_time_h']:7.2f} "
               f"{100 * p['test_accuracy']:12.2f} {100 * p['slice']['accuracy']:8.2f} {size:6.2f}")
+    for model, entry in sorted(store.items()):
+        curve = entry["provenance"].get("test_accuracy_per_epoch")
+        if curve:
+            print(f"{model}: test top-1 % after each epoch: " + " ".join(f"{100 * a:.1f}" for a in curve))
 
 
 def main(argv=None) -> None:

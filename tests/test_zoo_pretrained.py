@@ -216,3 +216,16 @@ def test_shipped_weights_reproduce_their_documented_accuracy(model_name, name):
     correct = sum(int(np.sum(np.argmax(model(x, training=False), -1) == y.numpy())) for x, y in dataset.test)
     # Float summation order may differ across machines: allow two of the slice's images to change.
     assert abs(correct / dataset.num_test - recorded["accuracy"]) <= 2 / dataset.num_test
+
+
+@pytest.mark.parametrize("model_name,name", shipped_with_measured_slice())
+def test_readme_quotes_the_shipped_weights_measured_accuracy(model_name, name):
+    """The README's "Trained zoo weights" section states each shipped file's recorded test accuracy."""
+    readme_path = pretrained.WEIGHTS_DIR.parents[2] / "README.md"
+    if not readme_path.is_file():
+        pytest.skip("the package is installed without its repository")
+    readme = readme_path.read_text()
+    section = readme[readme.index("### Trained zoo weights"):]
+    provenance = zoo.registered_weights(model_name, name)["provenance"]
+    for accuracy in (provenance["test_accuracy"], provenance["slice"]["accuracy"]):
+        assert f"{100 * accuracy:.2f} %" in section, (model_name, name, accuracy)
