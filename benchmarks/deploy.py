@@ -6,11 +6,13 @@ quantizers) vs the 1-bit LCE `.tflite`; single-thread latency, batch 1, of the L
 LCE's optimized kernels are aarch64 assembly; on x86 it runs portable C++ paths, so these
 latencies say nothing about ARM devices (see larq-notes §9). With `--run-dir` (a `train.py`
 run directory holding `model.keras`), also the top-1 agreement of LCE vs Keras predictions on
-the test set.
+the test set; with `--shipped MODEL`, the same for the zoo model loaded with its shipped
+`weights="cifar10"`.
 
 ```bash
 python benchmarks/deploy.py
 python benchmarks/deploy.py --models vggsmall --run-dir benchmarks/runs/quick/hbnn-m100-s0 --examples 1000
+python benchmarks/deploy.py --models --shipped vggsmall --examples 0   # shipped weights, whole test set
 ```
 Writes `benchmarks/results/deploy.json`.
 """
@@ -79,19 +81,13 @@ def measure_model(label: str, name: str, kwargs: dict, repeats: int) -> dict:
     }
 
 
-def agreement(run_dir: Path, examples: int) -> dict:
-    """Top-1 agreement of the LCE flatbuffer with the Keras model of a trained run."""
+def agreement(model, dataset, source: str) -> dict:
+    """Top-1 agreement of `model`'s 1-bit LCE flatbuffer with the Keras model on `dataset.test`."""
     import numpy as np
-    import tensorflow as tf
     from larq_compute_engine.tflite.python.interpreter import Interpreter
 
     import hbnn_larq
-    from hbnn_larq import data as data_lib
 
-    config = json.loads((run_dir / "config.json").read_text())["config"]
-    model = tf.keras.models.load_model(run_dir / "model.keras")
-    dataset = data_lib.load_dataset(config["dataset"], data_dir=config.get("data_dir"), batch_size=100,
-                                    image_size=config.get("image_size"), max_test_examples=examples, seed=0)
     interpreter = Interpreter(hbnn_larq.convert_keras_model(model), num_threads=2)
     agree = correct_keras = correct_lce = total = 0
     for x, y in dataset.test:
@@ -102,9 +98,46 @@ def agreement(run_dir: Path, examples: int) -> dict:
         correct_keras += int(np.sum(keras_top1 == y))
         correct_lce += int(np.sum(lce_top1 == y))
         total += len(y)
-    return {"run_dir": str(run_dir.relative_to(ROOT) if run_dir.is_relative_to(ROOT) else run_dir),
-            "examples": total, "top1_agreement": agree / total,
+    return {"source": source, "examples": total, "top1_agreement": agree / total,
             "keras_accuracy": correct_keras / total, "lce_accuracy": correct_lce / total}
+
+
+def run_agreement(run_dir: Path, examples: int) -> dict:
+    """`agreement` for the `model.keras` of a `train.py` run, on its own dataset's test split."""
+    import tensorflow as tf
+
+    from hbnn_larq import data as data_lib
+
+    config = json.loads((run_dir / "config.json").read_text())["config"]
+    dataset = data_lib.load_dataset(config["dataset"], data_dir=config.get("data_dir"), batch_size=100,
+                                    image_size=config.get("image_size"), max_test_examples=examples, seed=0)
+    source = str(run_dir.relative_to(ROOT) if run_dir.is_relative_to(ROOT) else run_dir)
+    return agreement(tf.keras.models.load_model(run_dir / "model.keras"), dataset, source)
+
+
+def shipped_agreement(model_name: str, weights: str, examples: int | None) -> dict:
+    """`agreement` for a zoo model loaded with its shipped `weights`, on the CIFAR-10 test split."""
+    from hbnn_larq import data as data_lib
+    from hbnn_larq import zoo
+
+    dataset = data_lib.load_dataset("cifar10", batch_size=100, max_train_examples=100, max_test_examples=examples,
+                                    seed=0, download=False)
+    model = zoo.get_model(model_name, weights=weights, input_shape=dataset.input_shape,
+                          num_classes=dataset.num_classes)
+    return agreement(model, dataset, f'zoo.get_model("{model_name}", weights="{weights}")')
+
+
+def merge(report: dict, measured: dict, *keys: str) -> dict:
+    """`report` with `measured`'s entries added, replacing those with the same label/source, so
+    that measuring one model or one agreement check keeps what earlier invocations measured."""
+    def key(entry):
+        return next(entry[k] for k in keys if k in entry)
+
+    merged = {}
+    for section, entries in measured.items():
+        new = {key(e) for e in entries}
+        merged[section] = [e for e in report.get(section, []) if key(e) not in new] + entries
+    return {**report, **merged}
 
 
 def main(argv=None) -> None:
@@ -112,7 +145,9 @@ def main(argv=None) -> None:
     parser.add_argument("--models", nargs="*", default=None, help="zoo model names (default: every README row)")
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--run-dir", type=Path, action="append", default=[], help="trained run(s) for the agreement check")
-    parser.add_argument("--examples", type=int, default=1000)
+    parser.add_argument("--shipped", nargs="*", default=[], metavar="MODEL",
+                        help='zoo models whose shipped weights="cifar10" to check for agreement')
+    parser.add_argument("--examples", type=int, default=1000, help="test images per agreement check (0: all)")
     args = parser.parse_args(argv)
 
     import hbnn_larq  # noqa: F401
@@ -122,9 +157,12 @@ def main(argv=None) -> None:
 
     sys_info = machine()
     rows = [r for r in DEFAULT_ROWS if args.models is None or r[1] in args.models]
-    report = {"machine": sys_info, "threads": 1, "models": [measure_model(*row, args.repeats) for row in rows],
-              "agreement": [agreement(run_dir, args.examples) for run_dir in args.run_dir]}
+    measured = {"models": [measure_model(*row, args.repeats) for row in rows],
+                "agreement": [run_agreement(run_dir, args.examples or None) for run_dir in args.run_dir]
+                + [shipped_agreement(name, "cifar10", args.examples or None) for name in args.shipped]}
     out = RESULTS / "deploy.json"
+    report = merge(json.loads(out.read_text()) if out.is_file() else {}, measured, "label", "source")
+    report.update(machine=sys_info, threads=1)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1))
     print(f"machine: {sys_info} (x86: LCE runs portable kernels; latency claims need ARM)")
@@ -135,7 +173,7 @@ def main(argv=None) -> None:
               f"{ms['float_tflite_xnnpack']:8.1f} {ms['lce_default']:7.1f} ({ratio['lce_default']:4.2f}) "
               f"{ms['lce_indirect_bgemm']:12.1f} ({ratio['lce_indirect_bgemm']:4.2f})")
     for a in report["agreement"]:
-        print(f"agreement {a['run_dir']}: {100 * a['top1_agreement']:.2f} % of {a['examples']} test images "
+        print(f"agreement {a['source']}: {100 * a['top1_agreement']:.2f} % of {a['examples']} test images "
               f"(Keras acc {100 * a['keras_accuracy']:.2f} %, LCE acc {100 * a['lce_accuracy']:.2f} %)")
 
 

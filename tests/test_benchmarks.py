@@ -9,6 +9,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "benchmarks")]
 import accuracy  # noqa: E402
+import deploy  # noqa: E402
 import train  # noqa: E402
 import zoo_weights  # noqa: E402
 
@@ -79,3 +80,12 @@ def test_a_same_run_row_copies_the_measured_result_instead_of_training(tmp_path,
     assert accuracy.load(protocol)["runs"] == store["runs"]
     with pytest.raises(pytest.fail.Exception, match="already measured"):  # seed 1 has no result to copy
         accuracy.run(protocol, row, 1, store)
+
+
+def test_deploy_report_keeps_what_earlier_invocations_measured():
+    earlier = {"machine": "m", "models": [{"label": "A", "ms": 1}, {"label": "B", "ms": 2}],
+               "agreement": [{"source": "run", "top1_agreement": 1.0}]}
+    measured = {"models": [{"label": "B", "ms": 3}], "agreement": [{"source": "zoo", "top1_agreement": 0.99}]}
+    report = deploy.merge(earlier, measured, "label", "source")
+    assert report["models"] == [{"label": "A", "ms": 1}, {"label": "B", "ms": 3}]
+    assert [a["source"] for a in report["agreement"]] == ["run", "zoo"] and report["machine"] == "m"
