@@ -8,6 +8,7 @@ is the same configuration as another protocol's row (`SAME_RUN`) copies that run
 ```bash
 python benchmarks/accuracy.py --protocol quick --stage tune          # one seed, sweeps
 python benchmarks/accuracy.py --protocol quick --stage variants --seeds 0 1 2   # boundary, EPC, grouping
+python benchmarks/accuracy.py --protocol quick --stage decay         # latent x10 without weight decay
 python benchmarks/accuracy.py --protocol quick --rows ste-wlr3 hbnn-m100 --seeds 0 1 2   # final rows
 python benchmarks/accuracy.py --protocol quick --table               # print the table only
 python benchmarks/accuracy.py --protocol quick --table --curves      # and the accuracy after each epoch
@@ -77,6 +78,11 @@ ROWS = {
     "epc4-loss-m100-wlr10": ("variants", EPC + HBNN_BEST + ["--selection", "loss"]),
     "epc4-geometric-m100-wlr10": ("variants", EPC + HBNN_BEST + ["--selection", "geometric"]),
     "hbnn-channel-m100-wlr10": ("variants", HBNN + HBNN_BEST + ["--grouping", "channel"]),
+    # Why latent x10 helps: the coupled weight decay is part of the latent gradient the multiplier
+    # scales and shrinks HBNN's latent kernels 10-100x, handing the binary kernel to the (undecayed)
+    # points (README, "Inside the map"). Without weight decay (anywhere: train.py has one coefficient):
+    "hbnn-m100-wlr10-wd0": ("decay", HBNN + HBNN_BEST + ["--weight-decay", "0"]),
+    "ste-wlr10-wd0": ("decay", ["--quantizer", "ste_sign", "--latent-lr-multiplier", "10", "--weight-decay", "0"]),
     # HBNN as a plug-in (paper Tables 4-5): each base method with and without the hyperbolic map,
     # the plug-in at its recipe's default points' step (1).
     "ir_net": ("plugins", ["--quantizer", "ir_net"]),
@@ -299,7 +305,7 @@ def print_curves(store: dict) -> None:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--protocol", choices=sorted(PROTOCOLS), default="quick")
-    parser.add_argument("--stage", choices=["paper", "tune", "variants", "plugins", "plugins-tune", "radius", "all"], default=None,
+    parser.add_argument("--stage", choices=["paper", "tune", "variants", "decay", "plugins", "plugins-tune", "radius", "all"], default=None,
                         help="which rows to run (for the final >= 3-seed runs name them with --rows and --seeds)")
     parser.add_argument("--rows", nargs="*", default=None, help="row names (see ROWS in this file)")
     parser.add_argument("--seeds", nargs="*", type=int, default=[0])
