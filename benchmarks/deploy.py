@@ -25,6 +25,7 @@ import statistics
 import time
 from pathlib import Path
 
+import zoo_weights
 from bench_common import RESULTS, ROOT
 
 
@@ -117,26 +118,25 @@ def run_agreement(run_dir: Path, examples: int) -> dict:
 
 def shipped_agreement(model_name: str, weights: str, examples: int | None) -> dict:
     """`agreement` for a zoo model loaded with its shipped `weights`, on the CIFAR-10 test split."""
-    from hbnn_larq import data as data_lib
     from hbnn_larq import zoo
 
-    dataset = data_lib.load_dataset("cifar10", batch_size=100, max_train_examples=100, max_test_examples=examples,
-                                    seed=0, download=False)
-    model = zoo.get_model(model_name, weights=weights, input_shape=dataset.input_shape,
-                          num_classes=dataset.num_classes)
+    path = zoo.pretrained.WEIGHTS_DIR / zoo.registered_weights(model_name, weights)["file"]
+    model, dataset = zoo_weights.load_on_cifar10(model_name, path, batch_size=100, max_test_examples=examples, seed=0)
     return agreement(model, dataset, f'zoo.get_model("{model_name}", weights="{weights}")')
 
 
-def merge(report: dict, measured: dict, *keys: str) -> dict:
-    """`report` with `measured`'s entries added, replacing those with the same label/source, so
-    that measuring one model or one agreement check keeps what earlier invocations measured."""
-    def key(entry):
-        return next(entry[k] for k in keys if k in entry)
+# The field that identifies an entry of each section of `deploy.json`.
+ENTRY_KEYS = {"models": "label", "agreement": "source"}
 
+
+def merge(report: dict, measured: dict) -> dict:
+    """`report` with `measured`'s entries added, replacing those with the same `ENTRY_KEYS` field, so
+    that measuring one model or one agreement check keeps what earlier invocations measured."""
     merged = {}
     for section, entries in measured.items():
-        new = {key(e) for e in entries}
-        merged[section] = [e for e in report.get(section, []) if key(e) not in new] + entries
+        key = ENTRY_KEYS[section]
+        new = {e[key] for e in entries}
+        merged[section] = [e for e in report.get(section, []) if e[key] not in new] + entries
     return {**report, **merged}
 
 
@@ -161,7 +161,7 @@ def main(argv=None) -> None:
                 "agreement": [run_agreement(run_dir, args.examples or None) for run_dir in args.run_dir]
                 + [shipped_agreement(name, "cifar10", args.examples or None) for name in args.shipped]}
     out = RESULTS / "deploy.json"
-    report = merge(json.loads(out.read_text()) if out.is_file() else {}, measured, "label", "source")
+    report = merge(json.loads(out.read_text()) if out.is_file() else {}, measured)
     report.update(machine=sys_info, threads=1)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1))

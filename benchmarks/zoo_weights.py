@@ -51,13 +51,25 @@ def train(model: str) -> dict | None:
     return results
 
 
-def accuracy(model_name: str, weights, **dataset_kwargs) -> float:
-    """Top-1 accuracy of the zoo model loaded from `weights` on the CIFAR-10 test split."""
+def load_on_cifar10(model_name: str, weights, *, batch_size: int = 250, **dataset_kwargs):
+    """The zoo model loaded from the weights file `weights` (at the width it was saved with) and the
+    CIFAR-10 dataset it is measured on (`dataset_kwargs` select the test examples).
+
+    # Returns
+    `(model, dataset)`.
+    """
     from hbnn_larq import data, zoo
 
-    dataset = data.load_dataset("cifar10", batch_size=250, max_train_examples=250, download=False, **dataset_kwargs)
+    dataset = data.load_dataset("cifar10", batch_size=batch_size, max_train_examples=batch_size, download=False,
+                                **dataset_kwargs)
     model = zoo.get_model(model_name, weights=weights, input_shape=dataset.input_shape,
                           num_classes=dataset.num_classes, width=zoo.pretrained.read_metadata(weights)["width"])
+    return model, dataset
+
+
+def accuracy(model_name: str, weights, **dataset_kwargs) -> float:
+    """Top-1 accuracy of the zoo model loaded from the weights file `weights` on the CIFAR-10 test split."""
+    model, dataset = load_on_cifar10(model_name, weights, **dataset_kwargs)
     model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     return float(model.evaluate(dataset.test, verbose=0)[1])
 

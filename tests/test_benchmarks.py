@@ -86,6 +86,6 @@ def test_deploy_report_keeps_what_earlier_invocations_measured():
     earlier = {"machine": "m", "models": [{"label": "A", "ms": 1}, {"label": "B", "ms": 2}],
                "agreement": [{"source": "run", "top1_agreement": 1.0}]}
     measured = {"models": [{"label": "B", "ms": 3}], "agreement": [{"source": "zoo", "top1_agreement": 0.99}]}
-    report = deploy.merge(earlier, measured, "label", "source")
+    report = deploy.merge(earlier, measured)
     assert report["models"] == [{"label": "A", "ms": 1}, {"label": "B", "ms": 3}]
     assert [a["source"] for a in report["agreement"]] == ["run", "zoo"] and report["machine"] == "m"
