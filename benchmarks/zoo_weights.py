@@ -3,8 +3,8 @@
 For each model the script runs one plain `python train.py ...` command (full width, HBNN
 defaults: `--quantizer hbnn`, points' step x100, latent-weight LR x10 (the best-measured HBNN
 setting of the quick protocol), SGD 0.9, lr 0.1 cosine, batch 256, wd 5e-4),
-which resumes from its last completed epoch when it is run again, so training can be spread over
-several sittings. Once the run is complete the script reloads the bit-packed `weights.npz` into a
+which resumes from its last completed epoch when it is run again on the same machine (checkpoints live in
+`benchmarks/runs/`, which a fresh checkout does not have). Once the run is complete the script reloads the bit-packed `weights.npz` into a
 fresh zoo model, measures its test accuracy on the whole CIFAR-10 test set and on a fixed seeded
 slice of 1000 test images (what `tests/test_zoo_pretrained.py` re-checks), registers the file
 as `weights="cifar10"` with that provenance, and writes `benchmarks/results/zoo-weights.json`.
