@@ -120,7 +120,7 @@ def shipped_agreement(model_name: str, weights: str, examples: int | None) -> di
     """`agreement` for a zoo model loaded with its shipped `weights`, on the CIFAR-10 test split."""
     from hbnn_larq import zoo
 
-    path = zoo.pretrained.WEIGHTS_DIR / zoo.registered_weights(model_name, weights)["file"]
+    path = zoo.registered_path(model_name, weights)
     model, dataset = zoo_weights.load_on_cifar10(model_name, path, batch_size=100, max_test_examples=examples, seed=0)
     return agreement(model, dataset, f'zoo.get_model("{model_name}", weights="{weights}")')
 

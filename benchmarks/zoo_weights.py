@@ -104,12 +104,14 @@ def load_store() -> dict:
 
 
 def print_table(store: dict) -> None:
+    from hbnn_larq import zoo
+
     header = f"{'model':10s} {'weights':8s} {'epochs':>6s} {'train h':>7s} {'test top-1 %':>12s} {'slice %':>8s} {'MB':>6s}"
     print(header)
     print("-" * len(header))
     for model, entry in sorted(store.items()):
         p = entry["provenance"]
-        size = (ROOT / "hbnn_larq" / "zoo" / "weights" / entry["file"]).stat().st_size / 1e6
+        size = zoo.registered_path(model, entry["name"]).stat().st_size / 1e6
         print(f"{model:10s} {entry['name']:8s} {p['epochs']:6d} {p['train_time_h']:7.2f} "
               f"{100 * p['test_accuracy']:12.2f} {100 * p['slice']['accuracy']:8.2f} {size:6.2f}")
     for model, entry in sorted(store.items()):

@@ -185,7 +185,7 @@ def test_shipped_registry_is_consistent():
     registry = json.loads((pretrained.WEIGHTS_DIR / pretrained.REGISTRY_FILENAME).read_text())
     for model_name, entries in registry.items():
         for name, entry in entries.items():
-            path = pretrained.WEIGHTS_DIR / entry["file"]
+            path = pretrained.registered_path(model_name, name)
             assert pretrained.sha256(path) == entry["sha256"], (model_name, name)
             assert pretrained.read_metadata(path)["model"] == model_name
 
@@ -204,7 +204,7 @@ def test_shipped_weights_reproduce_their_documented_accuracy(model_name, name):
 
     entry = zoo.registered_weights(model_name, name)
     recorded = entry["provenance"]["slice"]
-    width = pretrained.read_metadata(pretrained.WEIGHTS_DIR / entry["file"])["width"]
+    width = pretrained.read_metadata(pretrained.registered_path(model_name, name))["width"]
     try:
         dataset = data.load_dataset(recorded["dataset"], batch_size=250, max_train_examples=250,
                                     max_test_examples=recorded["max_test_examples"], seed=recorded["seed"],

@@ -13,6 +13,7 @@ from hbnn_larq.zoo.pretrained import (
     available_weights,
     load_pretrained,
     register_weights,
+    registered_path,
     registered_weights,
     save_pretrained,
 )
@@ -31,6 +32,7 @@ __all__ = [
     "load_pretrained",
     "model_names",
     "register_weights",
+    "registered_path",
     "registered_weights",
     "save_pretrained",
 ]

@@ -159,6 +159,11 @@ def registered_weights(model_name: str, name: str) -> dict:
     return entries[name]
 
 
+def registered_path(model_name: str, name: str) -> Path:
+    """The file of the shipped weights `name` of `model_name` (raises like `registered_weights`)."""
+    return WEIGHTS_DIR / registered_weights(model_name, name)["file"]
+
+
 def sha256(path) -> str:
     """The hex sha256 digest of the file at `path`."""
     digest = hashlib.sha256()
@@ -236,7 +241,7 @@ def resolve_weights(weights, metadata: dict):
     registry = _shipped(metadata["model"])
     if isinstance(weights, str) and weights in registry:
         entry = registry[weights]
-        path = WEIGHTS_DIR / entry["file"]
+        path = registered_path(metadata["model"], weights)
         if not path.is_file():
             raise ValueError(f"Registered weights {weights!r} are missing their file {path}.")
         if sha256(path) != entry["sha256"]:
