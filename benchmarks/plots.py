@@ -30,9 +30,10 @@ from bench_common import RESULTS  # noqa: E402
 # radius protocol) share one.
 PANELS = (
     ("step sizes: latent LR (STE) and points' multiplier (HBNN)",
-     lambda row: row.startswith("ste") or re.fullmatch(r"hbnn-m\d+(-wlr\d+)?", row) is not None),
+     lambda row: re.fullmatch(r"ste(-wlr\d+)?|hbnn-m\d+(-wlr\d+)?", row) is not None),
     ("HBNN variants (tuned steps)", lambda row: row == "hbnn-m100-wlr10" or row.startswith(("hbnn-boundary", "hbnn-channel", "epc"))),
     ("plug-ins", lambda row: row.startswith(("ir_net", "recu"))),
+    ("weight decay off (-wd0) vs on", lambda row: row.endswith("-wd0") or row == "hbnn-m100-wlr10"),
 )
 
 
@@ -41,7 +42,7 @@ def panels(names, baseline: str) -> list[tuple[str, list[str]]]:
     grouped = [(title, sorted(set(chosen) | ({baseline} & set(names)))) for title, chosen in grouped if chosen]
     placed = {n for _, chosen in grouped for n in chosen}
     leftover = [n for n in names if n not in placed]
-    return grouped + ([("all rows", leftover)] if leftover else [])
+    return grouped + ([("other rows", leftover)] if leftover else [])
 
 
 def plot_accuracy(rows: dict, path: Path, title: str, baseline: str) -> None:

@@ -89,3 +89,17 @@ def test_deploy_report_keeps_what_earlier_invocations_measured():
     report = deploy.merge(earlier, measured)
     assert report["models"] == [{"label": "A", "ms": 1}, {"label": "B", "ms": 3}]
     assert [a["source"] for a in report["agreement"]] == ["run", "zoo"] and report["machine"] == "m"
+
+
+def test_plot_panels_place_every_row_once_next_to_the_baseline():
+    pytest.importorskip("matplotlib")
+    import plots
+
+    names = ["ste-wlr10", "ste-wlr10-wd0", "hbnn-m100-wlr10", "hbnn-m100-wlr10-wd0", "hbnn-m100", "epc4-loss-m100-wlr10",
+             "recu+hbnn-m1", "ball-r0.5"]
+    groups = dict(plots.panels(names, baseline="ste-wlr10"))
+    assert all("ste-wlr10" in chosen for title, chosen in groups.items() if title != "other rows")
+    assert groups["weight decay off (-wd0) vs on"] == ["hbnn-m100-wlr10", "hbnn-m100-wlr10-wd0", "ste-wlr10", "ste-wlr10-wd0"]
+    assert groups["other rows"] == ["ball-r0.5"]
+    placed = [n for chosen in groups.values() for n in chosen if n not in ("ste-wlr10", "hbnn-m100-wlr10")]
+    assert sorted(placed) == sorted(set(names) - {"ste-wlr10", "hbnn-m100-wlr10"})
