@@ -83,7 +83,9 @@ def measure_model(label: str, name: str, kwargs: dict, repeats: int) -> dict:
 
 
 def agreement(model, dataset, source: str) -> dict:
-    """Top-1 agreement of `model`'s 1-bit LCE flatbuffer with the Keras model on `dataset.test`."""
+    """Top-1 agreement of `model`'s 1-bit LCE flatbuffer with the Keras model on `dataset.test`,
+    and whether the images they disagree on are near-ties: the largest gap between Keras' top two
+    probabilities among them (a large gap would point at a conversion bug, not float rounding)."""
     import numpy as np
     from larq_compute_engine.tflite.python.interpreter import Interpreter
 
@@ -91,16 +93,23 @@ def agreement(model, dataset, source: str) -> dict:
 
     interpreter = Interpreter(hbnn_larq.convert_keras_model(model), num_threads=2)
     agree = correct_keras = correct_lce = total = 0
+    max_difference, disagreement_gaps = 0.0, []
     for x, y in dataset.test:
-        keras_top1 = np.argmax(model(x, training=False).numpy(), -1)
-        lce_top1 = np.argmax(np.concatenate([interpreter.predict(x[i : i + 1].numpy()) for i in range(len(x))]), -1)
+        keras_probs = model(x, training=False).numpy()
+        lce_probs = np.concatenate([interpreter.predict(x[i : i + 1].numpy()) for i in range(len(x))])
+        keras_top1, lce_top1 = np.argmax(keras_probs, -1), np.argmax(lce_probs, -1)
         y = np.asarray(y).reshape(-1)
         agree += int(np.sum(keras_top1 == lce_top1))
         correct_keras += int(np.sum(keras_top1 == y))
         correct_lce += int(np.sum(lce_top1 == y))
         total += len(y)
+        max_difference = max(max_difference, float(np.max(np.abs(keras_probs - lce_probs))))
+        top_two = np.sort(keras_probs, -1)[:, -2:]
+        disagreement_gaps += (top_two[:, 1] - top_two[:, 0])[keras_top1 != lce_top1].tolist()
     return {"source": source, "examples": total, "top1_agreement": agree / total,
-            "keras_accuracy": correct_keras / total, "lce_accuracy": correct_lce / total}
+            "keras_accuracy": correct_keras / total, "lce_accuracy": correct_lce / total,
+            "max_probability_difference": max_difference,
+            "disagreement_max_keras_top2_gap": max(disagreement_gaps, default=None)}
 
 
 def run_agreement(run_dir: Path, examples: int) -> dict:
@@ -123,6 +132,15 @@ def shipped_agreement(model_name: str, weights: str, examples: int | None) -> di
     path = zoo.registered_path(model_name, weights)
     model, dataset = zoo_weights.load_on_cifar10(model_name, path, batch_size=100, max_test_examples=examples, seed=0)
     return agreement(model, dataset, f'zoo.get_model("{model_name}", weights="{weights}")')
+
+
+def near_ties(entry: dict) -> str:
+    """How far LCE's output probabilities stray from Keras' and how close the disagreements were."""
+    if "max_probability_difference" not in entry:  # measured before these fields existed
+        return ""
+    gap = entry["disagreement_max_keras_top2_gap"]
+    return (f"; max |p_LCE - p_Keras| {entry['max_probability_difference']:.1e}"
+            + (f", Keras top-2 gap of the disagreements <= {gap:.1e}" if gap is not None else ""))
 
 
 # The field that identifies an entry of each section of `deploy.json`.
@@ -174,7 +192,8 @@ def main(argv=None) -> None:
               f"{ms['lce_indirect_bgemm']:12.1f} ({ratio['lce_indirect_bgemm']:4.2f})")
     for a in report["agreement"]:
         print(f"agreement {a['source']}: {100 * a['top1_agreement']:.2f} % of {a['examples']} test images "
-              f"(Keras acc {100 * a['keras_accuracy']:.2f} %, LCE acc {100 * a['lce_accuracy']:.2f} %)")
+              f"(Keras acc {100 * a['keras_accuracy']:.2f} %, LCE acc {100 * a['lce_accuracy']:.2f} %)"
+              + near_ties(a))
 
 
 if __name__ == "__main__":

@@ -103,3 +103,10 @@ def test_plot_panels_place_every_row_once_next_to_the_baseline():
     assert groups["other rows"] == ["ball-r0.5"]
     placed = [n for chosen in groups.values() for n in chosen if n not in ("ste-wlr10", "hbnn-m100-wlr10")]
     assert sorted(placed) == sorted(set(names) - {"ste-wlr10", "hbnn-m100-wlr10"})
+
+
+def test_deploy_reports_how_close_the_lce_disagreements_were():
+    entry = {"max_probability_difference": 2e-6, "disagreement_max_keras_top2_gap": 3e-7}
+    assert deploy.near_ties(entry) == "; max |p_LCE - p_Keras| 2.0e-06, Keras top-2 gap of the disagreements <= 3.0e-07"
+    assert deploy.near_ties({**entry, "disagreement_max_keras_top2_gap": None}) == "; max |p_LCE - p_Keras| 2.0e-06"
+    assert deploy.near_ties({"top1_agreement": 1.0}) == ""  # entries measured before the fields existed
