@@ -161,7 +161,11 @@ def registered_weights(model_name: str, name: str) -> dict:
 
 def registered_path(model_name: str, name: str) -> Path:
     """The file of the shipped weights `name` of `model_name` (raises like `registered_weights`)."""
-    return WEIGHTS_DIR / registered_weights(model_name, name)["file"]
+    return _entry_path(registered_weights(model_name, name))
+
+
+def _entry_path(entry: dict) -> Path:
+    return WEIGHTS_DIR / entry["file"]
 
 
 def sha256(path) -> str:
@@ -241,7 +245,7 @@ def resolve_weights(weights, metadata: dict):
     registry = _shipped(metadata["model"])
     if isinstance(weights, str) and weights in registry:
         entry = registry[weights]
-        path = registered_path(metadata["model"], weights)
+        path = _entry_path(entry)
         if not path.is_file():
             raise ValueError(f"Registered weights {weights!r} are missing their file {path}.")
         if sha256(path) != entry["sha256"]:
