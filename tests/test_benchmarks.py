@@ -4,7 +4,10 @@ import dataclasses
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+
+from tests.helpers import randomize_batch_norm, tiny_model
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "benchmarks")]
@@ -110,3 +113,30 @@ def test_deploy_reports_how_close_the_lce_disagreements_were():
     assert deploy.near_ties(entry) == "; max |p_LCE - p_Keras| 2.0e-06, Keras top-2 gap of the disagreements <= 3.0e-07"
     assert deploy.near_ties({**entry, "disagreement_max_keras_top2_gap": None}) == "; max |p_LCE - p_Keras| 2.0e-06"
     assert deploy.near_ties({"top1_agreement": 1.0}) == ""  # entries measured before the fields existed
+
+
+
+def test_sign_flips_finds_lce_faithful_to_a_float64_reference():
+    model = tiny_model("hyperbolic_sign", channels=(16, 16))
+    randomize_batch_norm(model, 0)
+    x = np.random.default_rng(1).normal(size=(4, 8, 8, 16)).astype("float32")
+    reference = deploy.float64_copy(model)
+    assert {layer.compute_dtype for layer in reference.layers} == {"float64"}
+    np.testing.assert_allclose(reference(x.astype("float64")).numpy(), model(x).numpy(), atol=1e-4)
+
+    entry = deploy.sign_flips(model, x, "test")
+    assert [row["layer"] for row in entry["layers"]] == [layer.name for layer in model.layers if "conv" in layer.name]
+    for row in entry["layers"]:  # a conversion bug (padding, BN folding) would flip whole borders or channels
+        assert row["activations"] == 4 * 8 * 8 * 16
+        assert row["lce_flips"] == row["lce_flips_in_rounding_zone"] == row["lce_flips_unexplained"] == 0, row
+    assert entry["outputs"]["lce_vs_keras_float64"]["max_probability_difference"] < 1e-4
+
+
+def test_classify_flips_tells_rounding_inherited_and_unexplained_flips_apart():
+    pre64 = np.array([[1e-7, 0.5, -0.3], [0.2, -0.4, 0.6], [0.9, 2e-6, -0.1]])
+    lce = np.array([[-1.0, -1.0, -1.0], [1.0, -1.0, 1.0], [-1.0, -1.0, 1.0]])  # flips: (0,0)(0,1) (2,0)(2,1)(2,2)
+    counts, before = deploy.classify_flips(lce, pre64, np.array([False, False, True]))
+    assert counts == {"lce_flips": 5, "lce_flips_in_rounding_zone": 2,
+                      "lce_flips_unexplained": 1}  # (0,1); image 2 inherits its flips from an earlier layer
+    assert before.tolist() == [True, False, True]
+    assert deploy.sign(np.array([0.0, -0.0])).tolist() == [1.0, 1.0]
