@@ -254,7 +254,7 @@ def print_sign_flips(entry: dict) -> None:
           "/ unexplained (neither that nor after an earlier flip in the image)")
     for row in entry["layers"]:
         print(f"  {row['layer']:24s} {row['lce_vs_float64']:8.1e} {row['keras_float32_vs_float64']:9.1e}  "
-              f"{row['lce_flips']} / {row['lce_flips_in_rounding_zone']} / {row.get('lce_flips_unexplained', '-')}")
+              f"{row['lce_flips']} / {row['lce_flips_in_rounding_zone']} / {row['lce_flips_unexplained']}")
     for name, out in entry["outputs"].items():
         print(f"  {name}: {out['top1_differences']} top-1 differences, "
               f"max |dp| {out['max_probability_difference']:.1e}")
