@@ -13,6 +13,13 @@ RESULTS = ROOT / "benchmarks" / "results"
 RUNS = ROOT / "benchmarks" / "runs"
 
 
+def binary_sign(a):
+    """±1 with larq's convention sign(0) = +1, as NumPy (the sign a binarized layer applies)."""
+    import numpy as np
+
+    return np.where(np.asarray(a) >= 0, 1.0, -1.0)
+
+
 def printable_command(cmd: list[str]) -> str:
     """`cmd` as a user would type it from the repository root (`python train.py ...`)."""
     return " ".join("python" if c == sys.executable else os.path.relpath(c, ROOT) if c.startswith(str(ROOT)) else c

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import zoo_weights
 from bench_common import RESULTS, ROOT
+from bench_common import binary_sign as sign  # larq's sign(0) = +1
 
 
 def latency_ms(interpreter_predict, x, repeats: int) -> float:
@@ -168,12 +169,6 @@ def float64_copy(model):
 # A binary activation whose float64 pre-activation is this close to 0 flipped by rounding alone;
 # one further from 0 flipped because an earlier layer's flip changed its input (a cascade).
 ROUNDING_ZONE = 1e-5
-
-
-def sign(a):
-    import numpy as np
-
-    return np.where(a >= 0, 1.0, -1.0)  # larq's sign(0) = +1
 
 
 def classify_flips(lce_signs, pre64, image_flipped_before):

@@ -33,7 +33,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from bench_common import RESULTS, ROOT
+from bench_common import RESULTS, ROOT, binary_sign
 
 
 
@@ -56,7 +56,7 @@ def layer_stats(v: np.ndarray, p: np.ndarray, w: np.ndarray, arg: float, r: floa
     """Statistics of one layer: flat latent `v`, point `p`, mapped weight `w` with tanh argument
     `arg`, `filters` output channels, and `binary`, the kernel as the network uses it."""
     sqrt_r = np.sqrt(r)
-    binary = np.where(binary.ravel() >= 0, 1.0, -1.0)
+    binary = binary_sign(binary.ravel())
     moved = p != 0
     return {
         "n": int(v.size),
@@ -66,7 +66,7 @@ def layer_stats(v: np.ndarray, p: np.ndarray, w: np.ndarray, arg: float, r: floa
         "weight_radius_fraction": float(sqrt_r * np.linalg.norm(w)),
         # What standardising each output filter (IR-Net, ReCU) multiplies the gradient by.
         "standardisation_gain": float(np.mean(1.0 / w.reshape(-1, filters).std(axis=0, ddof=1))),
-        "agree_latent_sign": float(np.mean(binary == np.where(v >= 0, 1.0, -1.0))),
+        "agree_latent_sign": float(np.mean(binary == binary_sign(v))),
         "agree_point_sign": float(np.mean(binary[moved] == np.sign(p[moved]))) if moved.any() else None,
     }
 

@@ -115,7 +115,6 @@ def test_deploy_reports_how_close_the_lce_disagreements_were():
     assert deploy.near_ties({"top1_agreement": 1.0}) == ""  # entries measured before the fields existed
 
 
-
 def test_sign_flips_finds_lce_faithful_to_a_float64_reference():
     model = tiny_model("hyperbolic_sign", channels=(16, 16))
     randomize_batch_norm(model, 0)
