@@ -40,6 +40,10 @@ PANELS = (
 def panels(names, baseline: str) -> list[tuple[str, list[str]]]:
     grouped = [(title, [n for n in names if keep(n)]) for title, keep in PANELS]
     grouped = [(title, sorted(set(chosen) | ({baseline} & set(names)))) for title, chosen in grouped if chosen]
+    # A panel holding only rows an earlier panel shows (e.g. the reference HBNN row, before its
+    # variants are run) would repeat that panel.
+    grouped = [(title, chosen) for i, (title, chosen) in enumerate(grouped)
+               if not any(set(chosen) <= set(earlier) for _, earlier in grouped[:i])]
     placed = {n for _, chosen in grouped for n in chosen}
     leftover = [n for n in names if n not in placed]
     return grouped + ([("other rows", leftover)] if leftover else [])
