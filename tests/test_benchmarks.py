@@ -108,7 +108,6 @@ def test_plot_panels_place_every_row_once_next_to_the_baseline():
     assert sorted(placed) == sorted(set(names) - {"ste-wlr10", "hbnn-m100-wlr10"})
 
 
-
 def test_plot_panels_are_not_repeated_when_only_the_reference_rows_are_run():
     pytest.importorskip("matplotlib")
     import plots
@@ -116,6 +115,7 @@ def test_plot_panels_are_not_repeated_when_only_the_reference_rows_are_run():
     # The first Imagenette runs: the HBNN reference row alone would fill three identical panels.
     groups = plots.panels(["ste-wlr10", "hbnn-m100-wlr10"], baseline="ste-wlr10")
     assert groups == [("step sizes: latent LR (STE) and points' multiplier (HBNN)", ["hbnn-m100-wlr10", "ste-wlr10"])]
+
 
 def test_deploy_reports_how_close_the_lce_disagreements_were():
     entry = {"max_probability_difference": 2e-6, "disagreement_max_keras_top2_gap": 3e-7}
