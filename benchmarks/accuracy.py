@@ -65,6 +65,7 @@ ROWS = {
     "ste-wlr3": ("tune", ["--quantizer", "ste_sign", "--latent-lr-multiplier", "3"]),
     "ste-wlr10": ("tune", ["--quantizer", "ste_sign", "--latent-lr-multiplier", "10"]),
     "ste-wlr30": ("tune", ["--quantizer", "ste_sign", "--latent-lr-multiplier", "30"]),
+    "ste-wlr100": ("tune", ["--quantizer", "ste_sign", "--latent-lr-multiplier", "100"]),
     "hbnn-m10": ("tune", HBNN + ["--point-lr-multiplier", "10"]),
     "hbnn-m100": ("tune", HBNN + ["--point-lr-multiplier", "100"]),
     "hbnn-m300": ("tune", HBNN + ["--point-lr-multiplier", "300"]),
@@ -72,6 +73,9 @@ ROWS = {
     # The baseline's best latent LR (x10) given to HBNN too, with the points' step around it.
     **{f"hbnn-m{m}-wlr10": ("tune", HBNN + ["--point-lr-multiplier", str(m), "--latent-lr-multiplier", "10"])
        for m in (30, 100, 300)},
+    # Where the baseline's best latent LR is higher than x10 (Imagenette: x30), HBNN gets the same.
+    **{f"hbnn-m100-wlr{w}": ("tune", HBNN + ["--point-lr-multiplier", "100", "--latent-lr-multiplier", str(w)])
+       for w in (30, 100)},
     # The method's variants at its best-measured steps, read against the tuned baseline: does
     # EPC (two criteria), the boundary or per-channel grouping change the verdict?
     "hbnn-boundary-m100-wlr10": ("variants", ["--quantizer", "hbnn-boundary", *HBNN_BEST]),
