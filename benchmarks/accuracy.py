@@ -24,8 +24,8 @@ Protocols
   cosine decay, 1 warm-up epoch, weight decay 5e-4: one run takes 15-25 min on 2 CPU cores.
 - `paper`: the paper's recipe (full width, 600 epochs) for users with GPUs.
 - `imagenette`: ImageNet-variant ResNet18 (7x7 stride-2 stem + max-pool, `--variant imagenet`) at
-  width 0.25, 128 px, 16 epochs, batch 128 on Imagenette (9,469 train / 3,925 test): 10-15 min
-  per run on 2 CPU cores. (At 64 px `train.py` would pick the CIFAR layout, which keeps full
+  width 0.25, 128 px, 16 epochs, batch 128 on Imagenette (9,469 train / 3,925 test): 27-30 min
+  per run (about 110 s per epoch) on the 2-core VM that produced the README's results. (At 64 px `train.py` would pick the CIFAR layout, which keeps full
   resolution through stage 1 and is ~4x slower for less accuracy per second.)
 - `radius`: `quick` with r in {0.01, 0.05, 0.1, 0.5, 1, 5}, ball and boundary (Table 1 in spirit).
 """

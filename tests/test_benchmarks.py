@@ -117,6 +117,17 @@ def test_plot_panels_are_not_repeated_when_only_the_reference_rows_are_run():
     assert groups == [("step sizes: latent LR (STE) and points' multiplier (HBNN)", ["hbnn-m100-wlr10", "ste-wlr10"])]
 
 
+def test_flip_figure_shows_the_tuned_baseline_and_the_best_hbnn_row_of_the_protocol():
+    pytest.importorskip("matplotlib")
+    import plots
+
+    rows = {row: [_entry(row, 0, acc)] for row, acc in
+            [("ste-wlr10", 0.64), ("ste-wlr100", 0.67), ("hbnn-m100-wlr10", 0.672), ("hbnn-m100-wlr30", 0.678)]}
+    assert plots.flip_rows(rows, baseline="ste-wlr100") == ["ste-wlr10", "hbnn-m100-wlr10", "ste-wlr100", "hbnn-m100-wlr30"]
+    # No HBNN row measured yet, and the baseline already among the defaults: nothing is repeated.
+    assert plots.flip_rows({"ste-wlr10": rows["ste-wlr10"]}, baseline="ste-wlr10") == ["ste-wlr10"]
+
+
 def test_deploy_reports_how_close_the_lce_disagreements_were():
     entry = {"max_probability_difference": 2e-6, "disagreement_max_keras_top2_gap": 3e-7}
     assert deploy.near_ties(entry) == "; max |p_LCE - p_Keras| 2.0e-06, Keras top-2 gap of the disagreements <= 3.0e-07"
