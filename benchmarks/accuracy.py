@@ -227,9 +227,14 @@ def is_baseline_row(row: str, protocol: str) -> bool:
     return flag_value(flags, "--quantizer") == "ste_sign"
 
 
+def mean_accuracy(entries: list[dict]) -> float:
+    """A row's mean final test accuracy over its measured seeds."""
+    return statistics.mean(e["final_test_accuracy"] for e in entries)
+
+
 def baseline_row(protocol: str, by_row: dict) -> str:
     """The best (mean final accuracy) measured sign/STE row of `protocol`, else `BASELINE`."""
-    measured = {row: statistics.mean(e["final_test_accuracy"] for e in entries)
+    measured = {row: mean_accuracy(entries)
                 for row, entries in by_row.items() if is_baseline_row(row, protocol)}
     return max(measured, key=measured.get) if measured else BASELINE.get(protocol)
 
@@ -263,7 +268,7 @@ def table(store: dict) -> list[dict]:
     by_row = runs_by_row(store)
     baseline = baseline_row(store["protocol"], by_row)
     lines = []
-    for row, entries in sorted(by_row.items(), key=lambda kv: -statistics.mean(e["final_test_accuracy"] for e in kv[1])):
+    for row, entries in sorted(by_row.items(), key=lambda kv: -mean_accuracy(kv[1])):
         finals = [100 * e["final_test_accuracy"] for e in entries]
         lines.append({
             "row": row,

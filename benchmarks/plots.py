@@ -21,7 +21,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from accuracy import baseline_row, runs_by_row  # noqa: E402
+from accuracy import baseline_row, mean_accuracy, runs_by_row  # noqa: E402
 from bench_common import RESULTS  # noqa: E402
 
 
@@ -81,10 +81,8 @@ FLIP_ROWS = ["ste", "ste-wlr3", "ste-wlr10", "hbnn-m100", "hbnn-m100-wlr10"]
 def flip_rows(rows: dict, baseline: str) -> list[str]:
     """The rows of the flip-rate figure: the measured `FLIP_ROWS`, the tuned baseline and the
     most accurate HBNN row (which differ per protocol: Imagenette's baseline is not quick's)."""
-    def accuracy(row):
-        return np.mean([e["final_test_accuracy"] for e in rows[row]])
     hbnn = [r for r in rows if r.startswith("hbnn")]
-    extra = [baseline] + ([max(hbnn, key=accuracy)] if hbnn else [])
+    extra = [baseline] + ([max(hbnn, key=lambda r: mean_accuracy(rows[r]))] if hbnn else [])
     return list(dict.fromkeys(r for r in FLIP_ROWS + extra if r in rows))
 
 
