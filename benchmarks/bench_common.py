@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -26,14 +28,30 @@ def printable_command(cmd: list[str]) -> str:
                     for c in cmd)
 
 
+@contextlib.contextmanager
+def sigterm_as_exit():
+    """Within this block SIGTERM raises SystemExit instead of ending Python on the spot, so
+    `subprocess.call`'s cleanup kills the child: a benchmark stopped with `kill` (a queue, a job
+    scheduler) must not leave its `train.py` training on, unseen, beside the next run."""
+    def exit_(signum, frame):
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, exit_)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run_train(cmd: list[str], run_dir: Path, log_path: Path) -> tuple[int, dict | None]:
     """Run one `train.py` command from the repository root, its output appended to `log_path`.
+    Stopping this process (SIGINT or SIGTERM) stops the run too; it resumes from its last epoch.
 
     # Returns
     The exit code, and the run's `results.json` if it completed (None otherwise).
     """
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "a") as log:
+    with open(log_path, "a") as log, sigterm_as_exit():
         code = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
     results_path = run_dir / "results.json"
     complete = code == 0 and results_path.is_file()

@@ -1,7 +1,11 @@
 """The benchmark scripts' train.py commands are valid configurations that mean what their rows say."""
 
 import dataclasses
+import os
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -83,6 +87,24 @@ def test_a_same_run_row_copies_the_measured_result_instead_of_training(tmp_path,
     assert accuracy.load(protocol)["runs"] == store["runs"]
     with pytest.raises(pytest.fail.Exception, match="already measured"):  # seed 1 has no result to copy
         accuracy.run(protocol, row, 1, store)
+
+
+def test_stopping_a_benchmark_with_sigterm_stops_its_training_run(tmp_path):
+    # A stand-in for train.py that writes its pid, then would train for a minute.
+    child = f"import os, time; open({str(tmp_path / 'pid')!r}, 'w').write(str(os.getpid())); time.sleep(60)"
+    driver = (f"import sys; sys.path.insert(0, {str(REPO / 'benchmarks')!r}); from pathlib import Path; "
+              f"import bench_common; bench_common.run_train([sys.executable, '-c', {child!r}], "
+              f"Path({str(tmp_path)!r}), Path({str(tmp_path / 'log')!r}))")
+    benchmark = subprocess.Popen([sys.executable, "-c", driver])
+    pid_file = tmp_path / "pid"
+    deadline = time.monotonic() + 30
+    while not (pid_file.is_file() and pid_file.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    child_pid = int(pid_file.read_text())
+    benchmark.send_signal(signal.SIGTERM)
+    assert benchmark.wait(timeout=30) == 128 + signal.SIGTERM
+    with pytest.raises(ProcessLookupError):  # killed and reaped by the benchmark, not orphaned
+        os.kill(child_pid, 0)
 
 
 def test_deploy_report_keeps_what_earlier_invocations_measured():
