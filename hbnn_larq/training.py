@@ -304,17 +304,23 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
 class EpochRecorder(tf.keras.callbacks.Callback):
     """Keeps `epochs.json` in the run directory: one record per completed epoch (train/test
     accuracy and loss, mean flip rate, `lr`: the learning rate of the epoch's last step,
-    `seconds`), surviving restarts."""
+    `seconds`), surviving restarts.
+
+    `seconds` runs from the previous epoch's end (or the start of training) to this one's, so it
+    includes every callback's work, whatever their order: EPC's chart selection, which runs in
+    an earlier callback's `on_epoch_begin`, is part of what an epoch costs."""
 
     def __init__(self, path):
         super().__init__()
         self.path = Path(path)
         self.records = {r["epoch"]: r for r in json.loads(self.path.read_text())} if self.path.is_file() else {}
 
-    def on_epoch_begin(self, epoch, logs=None):
-        self._start = time.time()
+    def on_train_begin(self, logs=None):
+        self._last = time.time()
 
     def on_epoch_end(self, epoch, logs=None):
+        previous, now = self._last, time.time()
+        self._last = now
         logs = logs or {}
         pick = lambda key: float(logs[key]) if key in logs else None  # noqa: E731
         # With a schedule, Keras' `learning_rate` is the value used by the last step.
@@ -324,7 +330,7 @@ class EpochRecorder(tf.keras.callbacks.Callback):
             "train_accuracy": pick("accuracy"), "train_loss": pick("loss"),
             "test_accuracy": pick("val_accuracy"), "test_loss": pick("val_loss"),
             "flip_rate_mean": pick("flips/mean"), "lr": float(tf.keras.backend.get_value(lr)),
-            "seconds": time.time() - self._start,
+            "seconds": now - previous,
         }
         _write_json(self.path, [self.records[k] for k in sorted(self.records)])
 

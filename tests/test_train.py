@@ -262,3 +262,18 @@ def test_multiworker_strategy_with_two_local_workers(tiny, tmp_path):
         assert p.returncode == 0, err[-3000:]
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert results["replicas"] == 2 and len(results["epochs"]) == 1
+
+
+def test_epoch_seconds_include_work_done_in_earlier_callbacks(tmp_path):
+    # EPC's chart selection runs in a callback listed before the recorder (its on_epoch_begin);
+    # an epoch's recorded time must include it, or `train_time_s` under-reports EPC's cost.
+    pause = 0.5
+    slow = tf.keras.callbacks.LambdaCallback(on_epoch_begin=lambda epoch, logs: time.sleep(pause))
+    model = tf.keras.Sequential([tf.keras.Input((2,)), tf.keras.layers.Dense(1)])
+    model.compile("sgd", "mse")
+    x = np.zeros((8, 2), "float32")
+    model.fit(x, x[:, :1], epochs=3, verbose=0,
+              callbacks=[slow, training.EpochRecorder(tmp_path / "epochs.json")])
+    records = json.loads((tmp_path / "epochs.json").read_text())
+    assert [r["epoch"] for r in records] == [1, 2, 3]
+    assert all(r["seconds"] >= pause for r in records), records
