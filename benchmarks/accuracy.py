@@ -179,7 +179,7 @@ def summarise_run(results: dict, run_dir: Path, cmd: list[str]) -> dict:
         "train_accuracy_per_epoch": [e["train_accuracy"] for e in epochs],
         "flips": flips,
         "wall_time_s": results.get("wall_time_s"),  # of the last (resumed) process only
-        "train_time_s": results.get("train_time_s"),  # epochs incl. evaluation, summed across resumes
+        "train_time_s": results.get("train_time_s"),  # whole epochs (evaluation, callbacks), summed across resumes
         "machine": results.get("machine"),
     }
 
