@@ -19,7 +19,7 @@ import hbnn_larq  # noqa: F401  (first: sets TF_USE_LEGACY_KERAS before TensorFl
 from hbnn_larq import data as data_lib
 from hbnn_larq import recipes, training
 from hbnn_larq.optimizers import POINT_UPDATES
-from hbnn_larq.quantizers import GROUPINGS, SELECTIONS
+from hbnn_larq.quantizers import GROUPINGS, ON_SWITCH, SELECTIONS
 from hbnn_larq.zoo import model_names
 from hbnn_larq.zoo.resnet import VARIANTS
 
@@ -74,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--radius", type=_positive_float, help="HBNN curvature r (default: the recipe's, 0.05 for hbnn)")
     p.add_argument("--cluster-size", type=_positive_int, default=1, help="EPC cluster size t")
     p.add_argument("--selection", choices=SELECTIONS, default="loss", help="EPC chart selection criterion")
+    p.add_argument("--on-switch", choices=ON_SWITCH, default="keep",
+                   help="EPC: keep w~ when the chart changes (binary weights change) or re-express it in the new chart")
     p.add_argument("--grouping", choices=GROUPINGS, default="layer")
     p.add_argument("--width", type=_positive_float, default=1.0, help="channel-width multiplier")
     p.add_argument("--variant", choices=VARIANTS,

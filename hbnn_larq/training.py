@@ -58,13 +58,16 @@ from hbnn_larq.constraints import ball_constraint_of
 from hbnn_larq.export import convert_keras_model
 from hbnn_larq.flips import FlipRateMonitor
 from hbnn_larq.optimizers import POINT_UPDATES, RiemannianOptimizer
-from hbnn_larq.quantizers import GROUPINGS, SELECTIONS, _all_layers
+from hbnn_larq.quantizers import GROUPINGS, ON_SWITCH, SELECTIONS, _all_layers
 from hbnn_larq.schedules import QuantizerSchedule
 from hbnn_larq.selection import ChartSelection
 
 STRATEGIES = ("default", "mirrored", "multiworker")
 # Fields that name outputs or verbosity: they do not change the run, so not its default directory.
 _NOT_HASHED = ("run_dir", "export", "verbose", "overwrite", "download", "run_eagerly")
+# Fields added after runs existed, with the value earlier configs implied: left out of the hash at
+# that value, so re-running an old command still finds (and resumes) its old run directory.
+_ADDED_LATER = {"variant": None, "on_switch": "keep"}
 
 
 class ConfigError(ValueError):
@@ -94,6 +97,7 @@ class TrainConfig:
     radius: float | None = None
     cluster_size: int = 1
     selection: str = "loss"
+    on_switch: str = "keep"
     grouping: str = "layer"
     width: float = 1.0
     variant: str | None = None
@@ -121,6 +125,7 @@ class TrainConfig:
         _choice("quantizer", self.quantizer, recipes.recipe_names())
         _choice("point_update", self.point_update, POINT_UPDATES)
         _choice("selection", self.selection, SELECTIONS)
+        _choice("on_switch", self.on_switch, ON_SWITCH)
         _choice("grouping", self.grouping, GROUPINGS)
         _choice("strategy", self.strategy, STRATEGIES)
         counts = ("epochs", "batch_size", "cluster_size", "image_size", "max_train_examples", "max_test_examples")
@@ -160,9 +165,8 @@ class TrainConfig:
         return cls(**values)
 
     def default_run_dir(self) -> Path:
-        hashed = {k: v for k, v in self.to_dict().items() if k not in _NOT_HASHED}
-        if self.variant is None:
-            del hashed["variant"]  # keeps the run dirs of configs from before `variant` existed
+        hashed = {k: v for k, v in self.to_dict().items()
+                  if k not in _NOT_HASHED and not (k in _ADDED_LATER and v == _ADDED_LATER[k])}
         digest = hashlib.sha1(json.dumps(hashed, sort_keys=True).encode()).hexdigest()[:8]
         dataset = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(self.dataset).name.split(".")[0] or "data")
         return Path("runs") / f"{self.model}-{dataset}-{self.quantizer}-{digest}"
@@ -270,7 +274,8 @@ def build_model(config: TrainConfig, dataset: data_lib.ImageDataset) -> tf.keras
     """The zoo model of `config` with the kernel quantizer of its recipe."""
     from hbnn_larq.zoo import get_model
 
-    options = {"cluster_size": config.cluster_size, "selection": config.selection, "grouping": config.grouping}
+    options = {"cluster_size": config.cluster_size, "selection": config.selection, "on_switch": config.on_switch,
+               "grouping": config.grouping}
     if config.radius is not None:
         options["r"] = config.radius
     layout = {} if config.variant is None else {"variant": config.variant}

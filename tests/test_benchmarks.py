@@ -1,6 +1,7 @@
 """The benchmark scripts' train.py commands are valid configurations that mean what their rows say."""
 
 import dataclasses
+import json
 import os
 import signal
 import subprocess
@@ -87,6 +88,37 @@ def test_a_same_run_row_copies_the_measured_result_instead_of_training(tmp_path,
     assert accuracy.load(protocol)["runs"] == store["runs"]
     with pytest.raises(pytest.fail.Exception, match="already measured"):  # seed 1 has no result to copy
         accuracy.run(protocol, row, 1, store)
+
+
+def _write_history(run_dir, charts, flips):
+    """history.csv of a 2-layer run: `charts[e]`, `flips[e]` are the layers' values after epoch e."""
+    run_dir.mkdir(parents=True)
+    lines = ["epoch,chart/a,chart/b,flips/a,flips/b"]
+    lines += [f"{e},{c[0]}.0,{c[1]}.0,{f[0]},{f[1]}" for e, (c, f) in enumerate(zip(charts, flips))]
+    (run_dir / "history.csv").write_text("\n".join(lines) + "\n")
+
+
+def test_epc_stats_splits_flip_rates_by_chart_switch_and_reads_the_one_point_partner(tmp_path, monkeypatch):
+    import epc_stats
+
+    monkeypatch.setattr(epc_stats, "RESULTS", tmp_path)
+    monkeypatch.setattr(epc_stats, "OUT", tmp_path / "epc.json")
+    run = tmp_path / "epc4-loss-reexpress-m100-wlr10-s1"
+    # layer a switches at epochs 1 and 2, layer b never; epoch 0 (the first selection) is not counted
+    _write_history(run, [(0, 0), (2, 0), (1, 0)], [(0.9, 0.9), (0.3, 0.02), (0.2, 0.04)])
+    assert epc_stats.partner_dir(run).name == "hbnn-m100-wlr10-s1"
+    alone = epc_stats.run_stats(run)
+    assert (alone["switch_fraction"], alone["flips_switch"], alone["flips_stay"]) == pytest.approx((0.5, 0.25, 0.03))
+    assert alone["partner"] is None and alone["final_charts"] == [1, 0]
+    partner = tmp_path / "hbnn-m100-wlr10-s1"
+    partner.mkdir()
+    (partner / "history.csv").write_text("epoch,flips/a,flips/b\n0,0.5,0.5\n1,0.05,0.01\n2,0.03,0.01\n")
+    paired = epc_stats.run_stats(run)
+    assert (paired["partner_flips_switch"], paired["partner_flips_stay"]) == pytest.approx((0.04, 0.01))
+    epc_stats.main([str(run)])
+    assert list(json.loads((tmp_path / "epc.json").read_text()).values()) == [paired]
+    with pytest.raises(SystemExit):  # a run without charts is not an EPC run
+        epc_stats.main([str(partner)])
 
 
 def test_stopping_a_benchmark_with_sigterm_stops_its_training_run(tmp_path):

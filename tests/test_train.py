@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 import larq as lq
@@ -15,6 +16,7 @@ import pytest
 import tensorflow as tf
 
 from hbnn_larq import recipes, training
+from hbnn_larq.quantizers import hyperbolic_quantizers
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
@@ -130,6 +132,21 @@ def test_variant_errors_and_run_dir():
         training.TrainConfig(model="resnet18", variant="mobile").validate()
     plain, imagenet = training.TrainConfig(model="resnet18"), training.TrainConfig(model="resnet18", variant="imagenet")
     assert plain.default_run_dir() != imagenet.default_run_dir()
+
+
+def test_on_switch_reaches_every_epc_quantizer_and_keeps_earlier_run_dirs():
+    with pytest.raises(training.ConfigError, match="`on_switch` must be one of keep, reexpress; got 'swap'"):
+        training.TrainConfig(on_switch="swap").validate()
+    # Computed before `on_switch` existed: the default must not move earlier runs' directories.
+    assert training.TrainConfig().default_run_dir() == Path("runs/vggsmall-cifar10-hbnn-e1424b3e")
+    assert training.TrainConfig(on_switch="reexpress").default_run_dir() != training.TrainConfig().default_run_dir()
+    sys.path.insert(0, str(REPO))
+    import train as cli
+
+    config = cli.parse_config(["--cluster-size", "2", "--on-switch", "reexpress", "--width", "0.125"]).validate()
+    shape = types.SimpleNamespace(input_shape=(32, 32, 3), num_classes=10)
+    quantizers = [q for _, q in hyperbolic_quantizers(training.build_model(config, shape))]
+    assert quantizers and all(q.on_switch == "reexpress" and q.cluster_size == 2 for q in quantizers)
 
 
 def test_bad_flags_list_valid_choices(tmp_path):
