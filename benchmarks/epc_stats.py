@@ -10,7 +10,11 @@ taken its snapshot, so the flips of a switch are counted in the epoch it starts.
 - `flips sw` / `flips stay`: mean per-epoch flip rate of the layer-epochs with / without a switch;
 - `t=1 sw` / `t=1 stay`: the same layer-epochs of the one-point partner run (`hbnn-<rest>` for
   `epc4-<criterion>[-reexpress]-<rest>`, same seed and protocol), when it exists: what the layer
-  would have flipped anyway.
+  would have flipped anyway;
+- `keep` / `reexpress` (runs with a `model.keras`): in the trained model, the fraction of a layer's
+  binary weights that a switch from the active chart to each other chart would flip with
+  `on_switch="keep"` and with `"reexpress"` (mean over layers and target charts), through the
+  library's own `HyperbolicSign.set_active`, the call `ChartSelection` makes.
 
 ```bash
 python benchmarks/epc_stats.py benchmarks/runs/imagenette/epc4-loss-m100-wlr10-s0 benchmarks/runs/quick/epc4-*-s1
@@ -76,24 +80,54 @@ def switch_stats(history: list[dict], partner: list[dict] | None = None) -> dict
     }
 
 
+def switch_cost(model) -> dict:
+    """Mean fraction of a layer's binary weights that switching away from its active chart flips,
+    per `on_switch` mode; the model is left as it was."""
+    from hbnn_larq.export import quantized_kernel
+    from hbnn_larq.quantizers import ON_SWITCH, hyperbolic_quantizers
+
+    flips = {mode: [] for mode in ON_SWITCH}
+    for layer, quantizer in hyperbolic_quantizers(model):
+        if quantizer.cluster_size < 2:
+            continue
+        active, latent, mode = int(quantizer.active_index.numpy()), layer.kernel.numpy(), quantizer.on_switch
+        before = quantized_kernel(layer) >= 0
+        for target in set(range(quantizer.cluster_size)) - {active}:
+            for switch_mode in ON_SWITCH:
+                quantizer.on_switch = switch_mode
+                quantizer.set_active(target, layer.kernel)
+                flips[switch_mode].append(float(((quantized_kernel(layer) >= 0) != before).mean()))
+                layer.kernel.assign(latent)
+                quantizer.active_index.assign(active)
+        quantizer.on_switch = mode
+    return {f"switch_flips_{mode}": _mean(values) for mode, values in flips.items()}
+
+
 def run_stats(run_dir: Path) -> dict:
     partner = partner_dir(run_dir)
     has_partner = (partner / "history.csv").is_file()
     stats = switch_stats(read_history(run_dir), read_history(partner) if has_partner else None)
-    return {**stats, "partner": os.path.relpath(partner.resolve(), ROOT) if has_partner else None}
+    stats["partner"] = os.path.relpath(partner.resolve(), ROOT) if has_partner else None
+    if (run_dir / "model.keras").is_file():
+        import hbnn_larq  # noqa: F401  (legacy Keras and the custom objects, before loading)
+        import tensorflow as tf
+
+        stats.update(switch_cost(tf.keras.models.load_model(run_dir / "model.keras")))
+    return stats
 
 
 def print_table(results: dict) -> None:
     name_width = max(12, *(len(name) for name in results))
     header = (f"{'run':{name_width}s} {'layers':>6s} {'epochs':>6s} {'switches':>8s} {'flips sw':>8s} "
-              f"{'flips stay':>10s} {'t=1 sw':>7s} {'t=1 stay':>8s}")
+              f"{'flips stay':>10s} {'t=1 sw':>7s} {'t=1 stay':>8s} {'keep':>6s} {'reexpress':>9s}")
     print(header)
     print("-" * len(header))
     percent = lambda x: "-" if x is None or math.isnan(x) else f"{100 * x:.1f}%"  # noqa: E731
     for name, row in results.items():
         print(f"{name:{name_width}s} {row['layers']:6d} {row['epochs']:6d} {percent(row['switch_fraction']):>8s} "
               f"{percent(row['flips_switch']):>8s} {percent(row['flips_stay']):>10s} "
-              f"{percent(row['partner_flips_switch']):>7s} {percent(row['partner_flips_stay']):>8s}")
+              f"{percent(row['partner_flips_switch']):>7s} {percent(row['partner_flips_stay']):>8s} "
+              f"{percent(row.get('switch_flips_keep')):>6s} {percent(row.get('switch_flips_reexpress')):>9s}")
 
 
 def main(argv=None) -> None:

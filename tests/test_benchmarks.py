@@ -121,6 +121,19 @@ def test_epc_stats_splits_flip_rates_by_chart_switch_and_reads_the_one_point_par
         epc_stats.main([str(partner)])
 
 
+def test_epc_switch_cost_keep_flips_signs_reexpress_does_not_and_the_model_is_left_unchanged():
+    import epc_stats
+    import hbnn_larq
+
+    model = tiny_model(lambda: hbnn_larq.HyperbolicSign(cluster_size=3, cluster_radius=0.5, seed=4))
+    model(np.zeros((1, 8, 8, 16), np.float32))
+    before = [w.copy() for w in model.get_weights()]
+    cost = epc_stats.switch_cost(model)
+    assert cost["switch_flips_keep"] > 0.05 and cost["switch_flips_reexpress"] < 1e-3
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+    assert all(q.on_switch == "keep" for _, q in hbnn_larq.quantizers.hyperbolic_quantizers(model))
+
+
 def test_stopping_a_benchmark_with_sigterm_stops_its_training_run(tmp_path):
     # A stand-in for train.py that writes its pid, then would train for a minute.
     child = f"import os, time; open({str(tmp_path / 'pid')!r}, 'w').write(str(os.getpid())); time.sleep(60)"
