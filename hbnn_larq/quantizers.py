@@ -86,7 +86,8 @@ class HyperbolicSign(lq.quantizers.Quantizer):
     on_switch: what happens to \\(\\tilde w\\) when the active chart changes: `"keep"` (the
         literal reading of the paper's Fig. 2; binary weights change) or `"reexpress"`
         (\\(\\tilde w \\leftarrow \\log_{F_{new}}(\\exp_{F_{old}}(\\tilde w))\\) in float64, so the
-        constrained weight is continuous).
+        constrained weight is continuous). Measured in trained models, a `"keep"` switch flips
+        9-34 % of the layer's binary weights at once (`benchmarks/epc_stats.py`).
     margin: points are kept within \\((1-\\text{margin})/\\sqrt{r}\\) of the origin.
     seed: seed of the random initial points.
     base: optional weight binarizer applied to the constrained weight instead of the plain
