@@ -21,6 +21,9 @@ every point is trained before greedy selection starts (inactive points get no gr
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import tensorflow as tf
 
@@ -38,6 +41,8 @@ class ChartSelection(tf.keras.callbacks.Callback):
     every: select every `every` epochs (int >= 1).
     warmup_epochs: epochs of random chart per batch before selection starts (int >= 0).
     seed: seed of the random warm-up charts.
+    history_path: optional `.json` file rewritten after every selection round with `history`;
+        a resumed run (same file) keeps the rounds of the epochs before the one it restarts at.
     verbose: print switches.
 
     # Attributes
@@ -46,7 +51,7 @@ class ChartSelection(tf.keras.callbacks.Callback):
     """
 
     def __init__(self, probe_data=None, probe_batches: int = 1, every: int = 1, warmup_epochs: int = 0,
-                 seed: int = 0, verbose: int = 0):
+                 seed: int = 0, history_path=None, verbose: int = 0):
         super().__init__()
         if int(every) < 1:
             raise ValueError(f"`every` must be an int >= 1, got {every!r}.")
@@ -57,8 +62,11 @@ class ChartSelection(tf.keras.callbacks.Callback):
         self.probe = self._fixed_probe(probe_data, probe_batches) if probe_data is not None else None
         self.every, self.warmup_epochs, self.verbose = int(every), int(warmup_epochs), verbose
         self.seed = int(seed)
+        self.history_path = Path(history_path) if history_path is not None else None
         self._epoch = 0
         self.history: list[dict] = []
+        if self.history_path is not None and self.history_path.is_file():
+            self.history = json.loads(self.history_path.read_text())
 
     @staticmethod
     def _fixed_probe(data, batches):
@@ -106,7 +114,11 @@ class ChartSelection(tf.keras.callbacks.Callback):
             record["layers"][layer.name] = {"index": choice, "scores": [float(s) for s in scores], "flipped": flipped}
             if self.verbose and switched:
                 print(f"ChartSelection: {layer.name} -> chart {choice} (flipped {flipped:.1%} of signs)")
+        if epoch >= 0:  # a resumed run selects again at the epoch it restarts: replace that round
+            self.history = [r for r in self.history if r["epoch"] < epoch]
         self.history.append(record)
+        if self.history_path is not None:
+            self.history_path.write_text(json.dumps(self.history, indent=1) + "\n")
         return record
 
     def _loss_scores(self, quantizer) -> np.ndarray:

@@ -31,7 +31,8 @@ data, weight decay 5e-4 (32 px) or 1e-4 (ImageNet-like).
 **Run directory** (default `runs/<model>-<dataset>-<quantizer>-<hash of the config>`, so that
 re-running the same command finds and resumes the same run): `config.json`, `backup/` (the
 per-epoch checkpoint: model, optimizer, epoch; removed when training completes), `history.csv`,
-`epochs.json`, `logs/` (TensorBoard), then `model.keras` (reload after `import hbnn_larq`),
+`epochs.json`, `logs/` (TensorBoard), `charts.json` (EPC: every chart-selection round, its
+scores and the signs each switch flipped), then `model.keras` (reload after `import hbnn_larq`),
 `model.tflite` (LCE), `weights.npz` (`hbnn_larq.zoo.save_pretrained`, 1 bit per binary weight)
 and `results.json`.
 """
@@ -355,7 +356,8 @@ def _callbacks(config, run_dir: Path, dataset, epochs: int, chief: bool) -> list
         QuantizerSchedule(total_epochs=epochs),  # IR-Net's t and ReCU's tau; a no-op otherwise
     ]
     if recipes.is_hyperbolic(config.quantizer) and config.cluster_size > 1:
-        callbacks.append(ChartSelection(probe_data=dataset.probe_batch(), seed=config.seed, verbose=config.verbose))
+        callbacks.append(ChartSelection(probe_data=dataset.probe_batch(), seed=config.seed, verbose=config.verbose,
+                                        history_path=run_dir / "charts.json" if chief else None))
     if chief:
         callbacks += [
             EpochRecorder(run_dir / "epochs.json"),

@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -79,6 +81,24 @@ def test_fit_with_selection_and_warmup_logs_the_charts():
     # every point was trained during the warm-up epoch
     for _, q in hbnn_larq.hyperbolic_quantizers(model):
         assert all(np.linalg.norm(p.numpy()) > 0 for p in q.points)
+
+
+def test_history_file_keeps_every_round_and_a_resumed_run_replaces_the_round_it_restarts(tmp_path):
+    x, y = random_data(32)
+    model = epc_model(t=3)
+    model(x)
+    path = tmp_path / "charts.json"
+    first = ChartSelection(probe_data=(x, y), history_path=path)
+    first.set_model(model)
+    for epoch in range(3):
+        first.on_epoch_begin(epoch)
+    assert [r["epoch"] for r in json.loads(path.read_text())] == [0, 1, 2]
+    resumed = ChartSelection(probe_data=(x, y), history_path=path)  # restarts at epoch 1
+    resumed.set_model(model)
+    resumed.on_epoch_begin(1)
+    saved = json.loads(path.read_text())
+    assert [r["epoch"] for r in saved] == [0, 1] and saved == resumed.history
+    assert set(saved[1]["layers"]) == {layer.name for layer, _ in hbnn_larq.hyperbolic_quantizers(model)}
 
 
 def _warmup_charts(callback, model, epochs, batches=6):

@@ -220,6 +220,7 @@ def test_sigkill_then_same_command_resumes_and_completes(tiny, tmp_path, monkeyp
     assert results["versions"]["larq"] == lq.__version__ and results["machine"]["cores"] >= 1
     assert (run_dir / "model.tflite").stat().st_size > 0 and (run_dir / "weights.npz").is_file()
     assert "chart/" in (run_dir / "history.csv").read_text()
+    assert [r["epoch"] for r in json.loads((run_dir / "charts.json").read_text())] == list(range(epochs))
     assert list((run_dir / "logs").rglob("events.out.tfevents*"))
     assert "final test accuracy" in resumed.stdout
     model = tf.keras.models.load_model(run_dir / "model.keras")
