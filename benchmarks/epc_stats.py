@@ -11,6 +11,8 @@ taken its snapshot, so the flips of a switch are counted in the epoch it starts.
 - `t=1 sw` / `t=1 stay`: the same layer-epochs of the one-point partner run (`hbnn-<rest>` for
   `epc4-<criterion>[-reexpress]-<rest>`, same seed and protocol), when it exists: what the layer
   would have flipped anyway;
+- `at switch` (runs with a `charts.json`, written since 2026-11-24): the mean fraction of a
+  layer's binary weights that the switches themselves flipped, as `ChartSelection` measured them;
 - `keep` / `reexpress` (runs with a `model.keras`): in the trained model, the fraction of a layer's
   binary weights that a switch from the active chart to each other chart would flip with
   `on_switch="keep"` and with `"reexpress"` (mean over layers and target charts), through the
@@ -103,11 +105,18 @@ def switch_cost(model) -> dict:
     return {f"switch_flips_{mode}": _mean(values) for mode, values in flips.items()}
 
 
+def measured_switch_flips(rounds: list[dict]) -> float:
+    """Mean share of signs flipped by the switches recorded in a `charts.json`."""
+    return _mean([info["flipped"] for record in rounds for info in record["layers"].values() if info["switched"]])
+
+
 def run_stats(run_dir: Path) -> dict:
     partner = partner_dir(run_dir)
     has_partner = (partner / "history.csv").is_file()
     stats = switch_stats(read_history(run_dir), read_history(partner) if has_partner else None)
     stats["partner"] = os.path.relpath(partner.resolve(), ROOT) if has_partner else None
+    if (run_dir / "charts.json").is_file():
+        stats["flips_at_switch"] = measured_switch_flips(json.loads((run_dir / "charts.json").read_text()))
     if (run_dir / "model.keras").is_file():
         import hbnn_larq  # noqa: F401  (legacy Keras and the custom objects, before loading)
         import tensorflow as tf
@@ -119,14 +128,14 @@ def run_stats(run_dir: Path) -> dict:
 def print_table(results: dict) -> None:
     name_width = max(12, *(len(name) for name in results))
     header = (f"{'run':{name_width}s} {'layers':>6s} {'epochs':>6s} {'switches':>8s} {'flips sw':>8s} "
-              f"{'flips stay':>10s} {'t=1 sw':>7s} {'t=1 stay':>8s} {'keep':>6s} {'reexpress':>9s}")
+              f"{'flips stay':>10s} {'t=1 sw':>7s} {'t=1 stay':>8s} {'at switch':>9s} {'keep':>6s} {'reexpress':>9s}")
     print(header)
     print("-" * len(header))
     percent = lambda x: "-" if x is None or math.isnan(x) else f"{100 * x:.1f}%"  # noqa: E731
     for name, row in results.items():
         print(f"{name:{name_width}s} {row['layers']:6d} {row['epochs']:6d} {percent(row['switch_fraction']):>8s} "
               f"{percent(row['flips_switch']):>8s} {percent(row['flips_stay']):>10s} "
-              f"{percent(row['partner_flips_switch']):>7s} {percent(row['partner_flips_stay']):>8s} "
+              f"{percent(row['partner_flips_switch']):>7s} {percent(row['partner_flips_stay']):>8s} {percent(row.get('flips_at_switch')):>9s} "
               f"{percent(row.get('switch_flips_keep')):>6s} {percent(row.get('switch_flips_reexpress')):>9s}")
 
 

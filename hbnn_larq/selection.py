@@ -46,8 +46,8 @@ class ChartSelection(tf.keras.callbacks.Callback):
     verbose: print switches.
 
     # Attributes
-    history: one dict per selection round: epoch, and per layer the chosen index, the
-        candidate scores and the fraction of binary weights the switch flipped.
+    history: one dict per selection round: epoch, and per layer the chosen index, whether it
+        switched, the candidate scores and the fraction of binary weights the switch flipped.
     """
 
     def __init__(self, probe_data=None, probe_batches: int = 1, every: int = 1, warmup_epochs: int = 0,
@@ -111,7 +111,8 @@ class ChartSelection(tf.keras.callbacks.Callback):
             switched = choice != int(q.active_index.numpy())
             q.set_active(choice, layer.kernel)
             flipped = float(np.mean(np.sign(quantized_kernel(layer)) != np.sign(before))) if switched else 0.0
-            record["layers"][layer.name] = {"index": choice, "scores": [float(s) for s in scores], "flipped": flipped}
+            record["layers"][layer.name] = {"index": choice, "switched": switched, "scores": [float(s) for s in scores],
+                                            "flipped": flipped}
             if self.verbose and switched:
                 print(f"ChartSelection: {layer.name} -> chart {choice} (flipped {flipped:.1%} of signs)")
         if epoch >= 0:  # a resumed run selects again at the epoch it restarts: replace that round

@@ -115,6 +115,11 @@ def test_epc_stats_splits_flip_rates_by_chart_switch_and_reads_the_one_point_par
     (partner / "history.csv").write_text("epoch,flips/a,flips/b\n0,0.5,0.5\n1,0.05,0.01\n2,0.03,0.01\n")
     paired = epc_stats.run_stats(run)
     assert (paired["partner_flips_switch"], paired["partner_flips_stay"]) == pytest.approx((0.04, 0.01))
+    rounds = [{"epoch": 1, "layers": {"a": {"switched": True, "flipped": 0.2}, "b": {"switched": False, "flipped": 0.0}}},
+              {"epoch": 2, "layers": {"a": {"switched": True, "flipped": 0.1}, "b": {"switched": False, "flipped": 0.0}}}]
+    (run / "charts.json").write_text(json.dumps(rounds))
+    paired = epc_stats.run_stats(run)
+    assert paired["flips_at_switch"] == pytest.approx(0.15)
     epc_stats.main([str(run)])
     assert list(json.loads((tmp_path / "epc.json").read_text()).values()) == [paired]
     with pytest.raises(SystemExit):  # a run without charts is not an EPC run

@@ -78,6 +78,7 @@ def test_fit_with_selection_and_warmup_logs_the_charts():
     for record in callback.history:
         for info in record["layers"].values():
             assert 0 <= info["index"] < 4 and 0.0 <= info["flipped"] <= 1.0
+            assert info["switched"] or info["flipped"] == 0.0
     # every point was trained during the warm-up epoch
     for _, q in hbnn_larq.hyperbolic_quantizers(model):
         assert all(np.linalg.norm(p.numpy()) > 0 for p in q.points)
