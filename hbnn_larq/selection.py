@@ -118,8 +118,10 @@ class ChartSelection(tf.keras.callbacks.Callback):
         if epoch >= 0:  # a resumed run selects again at the epoch it restarts: replace that round
             self.history = [r for r in self.history if r["epoch"] < epoch]
         self.history.append(record)
-        if self.history_path is not None:
-            self.history_path.write_text(json.dumps(self.history, indent=1) + "\n")
+        if self.history_path is not None:  # via a rename, so a kill mid-write leaves the last good file
+            staging = self.history_path.with_name(self.history_path.name + ".tmp")
+            staging.write_text(json.dumps(self.history, indent=1) + "\n")
+            staging.replace(self.history_path)
         return record
 
     def _loss_scores(self, quantizer) -> np.ndarray:
