@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import math
 import os
 import re
 import statistics
@@ -53,8 +52,8 @@ def partner_dir(run_dir: Path) -> Path:
     return run_dir.with_name(re.sub(r"^epc\d+-[a-z]+(-reexpress)?-", "hbnn-", run_dir.name))
 
 
-def _mean(values: list[float]) -> float:
-    return statistics.fmean(values) if values else math.nan
+def _mean(values: list[float]) -> float | None:
+    return statistics.fmean(values) if values else None  # None, not NaN: the JSON stays standard
 
 
 def switch_stats(history: list[dict], partner: list[dict] | None = None) -> dict:
@@ -74,7 +73,7 @@ def switch_stats(history: list[dict], partner: list[dict] | None = None) -> dict
     pairs = len(flips[True]) + len(flips[False])
     return {
         "layers": len(layers), "epochs": epochs,
-        "switch_fraction": len(flips[True]) / pairs if pairs else math.nan,
+        "switch_fraction": len(flips[True]) / pairs if pairs else None,
         "flips_switch": _mean(flips[True]), "flips_stay": _mean(flips[False]),
         "partner_flips_switch": _mean(partner_flips[True]) if partner else None,
         "partner_flips_stay": _mean(partner_flips[False]) if partner else None,
@@ -131,7 +130,7 @@ def print_table(results: dict) -> None:
               f"{'flips stay':>10s} {'t=1 sw':>7s} {'t=1 stay':>8s} {'at switch':>9s} {'keep':>6s} {'reexpress':>9s}")
     print(header)
     print("-" * len(header))
-    percent = lambda x: "-" if x is None or math.isnan(x) else f"{100 * x:.1f}%"  # noqa: E731
+    percent = lambda x: "-" if x is None else f"{100 * x:.1f}%"  # noqa: E731
     for name, row in results.items():
         print(f"{name:{name_width}s} {row['layers']:6d} {row['epochs']:6d} {percent(row['switch_fraction']):>8s} "
               f"{percent(row['flips_switch']):>8s} {percent(row['flips_stay']):>10s} "

@@ -110,6 +110,8 @@ def test_epc_stats_splits_flip_rates_by_chart_switch_and_reads_the_one_point_par
     alone = epc_stats.run_stats(run)
     assert (alone["switch_fraction"], alone["flips_switch"], alone["flips_stay"]) == pytest.approx((0.5, 0.25, 0.03))
     assert alone["partner"] is None and alone["final_charts"] == [1, 0]
+    steady = [{"chart/a": "0.0", "flips/a": "0.1"}, {"chart/a": "0.0", "flips/a": "0.05"}]
+    assert epc_stats.switch_stats(steady)["flips_switch"] is None  # no switch: no number, not NaN
     partner = tmp_path / "hbnn-m100-wlr10-s1"
     partner.mkdir()
     (partner / "history.csv").write_text("epoch,flips/a,flips/b\n0,0.5,0.5\n1,0.05,0.01\n2,0.03,0.01\n")
