@@ -49,6 +49,8 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from hbnn_larq._atomic import atomic_open
+
 TFDS_NAMES = ("cifar10", "cifar100", "imagenet2012", "imagenette")
 OFFLINE_ARCHIVES = {"cifar10": "cifar10-jpeg", "imagenette": "imagenette-224"}
 SYNTHETIC = "synthetic"
@@ -323,10 +325,8 @@ def _cached_decode(paths, storage_size: int, crop: bool) -> np.ndarray:
             pass  # a corrupt cache file: decode again
     images = decode_images(paths, storage_size, crop)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, staging = tempfile.mkstemp(suffix=".npy", dir=target.parent)
-    with os.fdopen(fd, "wb") as f:
+    with atomic_open(target, "wb") as f:
         np.save(f, images)
-    os.replace(staging, target)
     return images
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from hbnn_larq._atomic import write_json
 from hbnn_larq.export import quantized_kernel
 from hbnn_larq.quantizers import hyperbolic_quantizers
 
@@ -118,10 +119,8 @@ class ChartSelection(tf.keras.callbacks.Callback):
         if epoch >= 0:  # a resumed run selects again at the epoch it restarts: replace that round
             self.history = [r for r in self.history if r["epoch"] < epoch]
         self.history.append(record)
-        if self.history_path is not None:  # via a rename, so a kill mid-write leaves the last good file
-            staging = self.history_path.with_name(self.history_path.name + ".tmp")
-            staging.write_text(json.dumps(self.history, indent=1) + "\n")
-            staging.replace(self.history_path)
+        if self.history_path is not None:
+            write_json(self.history_path, self.history)
         return record
 
     def _loss_scores(self, quantizer) -> np.ndarray:

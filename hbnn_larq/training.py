@@ -45,7 +45,6 @@ import json
 import os
 import platform
 import re
-import tempfile
 import time
 from pathlib import Path
 
@@ -55,6 +54,7 @@ import tensorflow as tf
 
 from hbnn_larq import data as data_lib
 from hbnn_larq import recipes
+from hbnn_larq._atomic import write_json
 from hbnn_larq.constraints import ball_constraint_of
 from hbnn_larq.export import convert_keras_model
 from hbnn_larq.flips import FlipRateMonitor
@@ -338,14 +338,7 @@ class EpochRecorder(tf.keras.callbacks.Callback):
             "flip_rate_mean": pick("flips/mean"), "lr": float(tf.keras.backend.get_value(lr)),
             "seconds": now - previous,
         }
-        _write_json(self.path, [self.records[k] for k in sorted(self.records)])
-
-
-def _write_json(path: Path, value) -> None:
-    fd, staging = tempfile.mkstemp(suffix=".json", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(value, f, indent=2)
-    os.replace(staging, path)
+        write_json(self.path, [self.records[k] for k in sorted(self.records)])
 
 
 def _callbacks(config, run_dir: Path, dataset, epochs: int, chief: bool) -> list:
@@ -456,7 +449,7 @@ def train(config: TrainConfig, *, model_fn=None) -> dict:
               "steps_per_epoch": dataset.steps_per_epoch}
     run_dir.mkdir(parents=True, exist_ok=True)
     if chief:
-        _write_json(run_dir / "config.json", {"config": config.to_dict(), "resolved": recipe})
+        write_json(run_dir / "config.json", {"config": config.to_dict(), "resolved": recipe})
     _say(config, f"Run directory: {run_dir}\nData: {dataset.source} ({dataset.num_train} train / {dataset.num_test} "
                  f"test, {dataset.num_classes} classes, {dataset.image_size} px)")
 
@@ -491,7 +484,7 @@ def train(config: TrainConfig, *, model_fn=None) -> dict:
         "replicas": strategy.num_replicas_in_sync,
         "artifacts": artifacts, "versions": versions(), "machine": machine(),
     }
-    _write_json(results_path, results)
+    write_json(results_path, results)
     return results
 
 

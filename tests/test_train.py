@@ -19,8 +19,9 @@ from hbnn_larq import recipes, training
 from hbnn_larq.quantizers import hyperbolic_quantizers
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
+sys.path[:0] = [str(REPO), str(REPO / "tests")]
 from test_data import write_image_folder  # noqa: E402
+import train as cli  # noqa: E402
 
 TRAIN = str(REPO / "train.py")
 # Eager mode: tracing the training step costs 30-60 s on a busy 2-core machine, more than these runs.
@@ -140,9 +141,6 @@ def test_on_switch_reaches_every_epc_quantizer_and_keeps_earlier_run_dirs():
     # Computed before `on_switch` existed: the default must not move earlier runs' directories.
     assert training.TrainConfig().default_run_dir() == Path("runs/vggsmall-cifar10-hbnn-e1424b3e")
     assert training.TrainConfig(on_switch="reexpress").default_run_dir() != training.TrainConfig().default_run_dir()
-    sys.path.insert(0, str(REPO))
-    import train as cli
-
     config = cli.parse_config(["--cluster-size", "2", "--on-switch", "reexpress", "--width", "0.125"]).validate()
     shape = types.SimpleNamespace(input_shape=(32, 32, 3), num_classes=10)
     quantizers = [q for _, q in hyperbolic_quantizers(training.build_model(config, shape))]
@@ -154,9 +152,6 @@ def test_bad_flags_list_valid_choices(tmp_path):
     assert result.returncode == 2
     assert "--quantizer: invalid choice: 'xnor'" in result.stderr and "hbnn" in result.stderr
     assert "Traceback" not in result.stderr
-    sys.path.insert(0, str(REPO))
-    import train as cli
-
     for flags, message in ((["--model", "lenet"], "invalid choice: 'lenet'"),
                            (["--selection", "best"], "'loss'"), (["--epochs", "0"], "must be an integer >= 1"),
                            (["--variant", "mobile"], "invalid choice: 'mobile'")):
