@@ -35,7 +35,9 @@ Protocols
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
+import fcntl
 import json
 import statistics
 import sys
@@ -148,6 +150,28 @@ def save(protocol: str, store: dict) -> None:
     tmp.replace(path)
 
 
+@contextlib.contextmanager
+def stored(protocol: str):
+    """The protocol's store as it is on disk now, saved on exit, under an exclusive lock.
+
+    A run takes half an hour, so two `accuracy.py` processes (other rows in another terminal)
+    often write the same file: each adds its runs to what is on disk then, instead of saving the
+    copy it loaded at start, which would drop the other's results."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    with open(RESULTS / f".accuracy-{protocol}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        store = load(protocol)
+        yield store
+        save(protocol, store)
+
+
+def record(protocol: str, store: dict, key: str, entry: dict) -> None:
+    """Add run `key` to the file and bring `store` up to date with runs other processes added."""
+    with stored(protocol) as current:
+        current["runs"][key] = entry
+    store["runs"] = current["runs"]
+
+
 # Rows that do not set the latent kernels' step run at the papers' x1: the recipes' defaults
 # moved to the best-measured x10, and a row must keep meaning what it measured.
 PAPER_LATENT_LR = ["--latent-lr-multiplier", "1"]
@@ -199,8 +223,7 @@ def reuse(protocol: str, row: str, seed: int, store: dict) -> bool:
         return False
     source = f"{other_protocol}/{run_id(other_row, seed)}"
     print(f"reuse {run_id(row, seed)}: the same run as {source}")
-    store["runs"][run_id(row, seed)] = {**entry, "row": row, "reused_from": source}
-    save(protocol, store)
+    record(protocol, store, run_id(row, seed), {**entry, "row": row, "reused_from": source})
     return True
 
 
@@ -218,8 +241,7 @@ def run(protocol: str, row: str, seed: int, store: dict) -> None:
     if results is None:
         print(f"FAILED {key} (exit {code}); see {log_path}")
         return
-    store["runs"][key] = {"row": row, "seed": seed, **summarise_run(results, run_dir, cmd)}
-    save(protocol, store)
+    record(protocol, store, key, {"row": row, "seed": seed, **summarise_run(results, run_dir, cmd)})
 
 
 # The reference of the paired column: the tuned baseline (the comparison every claim must survive).
@@ -348,8 +370,8 @@ def main(argv=None) -> None:
                 run(args.protocol, row, seed, store)
         print(f"done in {(time.time() - started) / 60:.1f} min")
     if store["runs"]:  # `--table` on an unmeasured protocol leaves no empty file behind
-        store["table"] = table(store)
-        save(args.protocol, store)
+        with stored(args.protocol) as store:
+            store["table"] = table(store)
     print_table(store)
     if args.curves:
         print()

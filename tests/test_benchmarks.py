@@ -90,6 +90,15 @@ def test_a_same_run_row_copies_the_measured_result_instead_of_training(tmp_path,
         accuracy.run(protocol, row, 1, store)
 
 
+def test_two_processes_writing_one_protocol_keep_each_others_runs(tmp_path, monkeypatch):
+    monkeypatch.setattr(accuracy, "RESULTS", tmp_path)
+    first, second = accuracy.load("quick"), accuracy.load("quick")  # both loaded before either ran
+    accuracy.record("quick", first, "ste-wlr10-s0", _entry("ste-wlr10", 0, 0.7))
+    accuracy.record("quick", second, "hbnn-m100-wlr10-s0", _entry("hbnn-m100-wlr10", 0, 0.72))
+    assert sorted(accuracy.load("quick")["runs"]) == ["hbnn-m100-wlr10-s0", "ste-wlr10-s0"]
+    assert sorted(second["runs"]) == ["hbnn-m100-wlr10-s0", "ste-wlr10-s0"]  # and sees the other's run
+
+
 def _write_history(run_dir, charts, flips):
     """history.csv of a 2-layer run: `charts[e]`, `flips[e]` are the layers' values after epoch e."""
     run_dir.mkdir(parents=True)
@@ -233,3 +242,16 @@ def test_classify_flips_tells_rounding_inherited_and_unexplained_flips_apart():
                       "lce_flips_unexplained": 1}  # (0,1); image 2 inherits its flips from an earlier layer
     assert before.tolist() == [True, False, True]
     assert deploy.sign(np.array([0.0, -0.0])).tolist() == [1.0, 1.0]
+
+
+def test_radius_figure_reads_kind_and_r_from_the_row_name(tmp_path):
+    pytest.importorskip("matplotlib")
+    import plots
+
+    assert plots.radius_of("ball-r0.05-wlr10") == ("ball", 0.05)
+    assert plots.radius_of("boundary-r5.0-wlr10") == ("boundary", 5.0)
+    assert plots.radius_of("hbnn-m100-wlr10") is None
+    rows = {row: [_entry(row, 0, acc)] for row, acc in [("ball-r0.05-wlr10", 0.72), ("ball-r5.0-wlr10", 0.70),
+                                                         ("boundary-r1.0-wlr10", 0.69)]}
+    plots.plot_radius(rows, tmp_path / "radius.png", ("ste-wlr10", rows["ball-r5.0-wlr10"]))
+    assert (tmp_path / "radius.png").stat().st_size > 0
