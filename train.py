@@ -74,8 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--radius", type=_positive_float, help="HBNN curvature r (default: the recipe's, 0.05 for hbnn)")
     p.add_argument("--cluster-size", type=_positive_int, default=1, help="EPC cluster size t")
     p.add_argument("--selection", choices=SELECTIONS, default="loss", help="EPC chart selection criterion")
-    p.add_argument("--on-switch", choices=ON_SWITCH, default="keep",
-                   help="EPC: keep w~ when the chart changes (binary weights change) or re-express it in the new chart")
+    p.add_argument("--on-switch", choices=ON_SWITCH, default="reexpress",
+                   help="EPC: re-express w~ in the new chart when the chart changes (binary weights stay), "
+                        "or keep w~ (the paper's literal reading; binary weights jump)")
     p.add_argument("--grouping", choices=GROUPINGS, default="layer")
     p.add_argument("--width", type=_positive_float, default=1.0, help="channel-width multiplier")
     p.add_argument("--variant", choices=VARIANTS,

@@ -82,8 +82,9 @@ ROWS = {
     # The method's variants at its best-measured steps, read against the tuned baseline: does
     # EPC (two criteria), the boundary or per-channel grouping change the verdict?
     "hbnn-boundary-m100-wlr10": ("variants", ["--quantizer", "hbnn-boundary", *HBNN_BEST]),
-    "epc4-loss-m100-wlr10": ("variants", EPC + HBNN_BEST + ["--selection", "loss"]),
-    "epc4-geometric-m100-wlr10": ("variants", EPC + HBNN_BEST + ["--selection", "geometric"]),
+    # (`--on-switch keep` was the default when these ran; pinned so the rows keep their meaning.)
+    "epc4-loss-m100-wlr10": ("variants", EPC + HBNN_BEST + ["--selection", "loss", "--on-switch", "keep"]),
+    "epc4-geometric-m100-wlr10": ("variants", EPC + HBNN_BEST + ["--selection", "geometric", "--on-switch", "keep"]),
     "hbnn-channel-m100-wlr10": ("variants", HBNN + HBNN_BEST + ["--grouping", "channel"]),
     # Why EPC trails one point: with on_switch="keep" every chart switch re-maps w~ through another
     # point and flips binary weights, and the charts switch in most epochs (benchmarks/epc_stats.py).
@@ -316,16 +317,18 @@ def table(store: dict) -> list[dict]:
 
 
 def print_table(store: dict) -> None:
-    header = (f"{'row':24s} {'seeds':>5s} {'final test acc %':>18s} {'best %':>7s} {'best ep':>7s} {'flips':>6s} "
+    lines = table(store)
+    name = max([24] + [len(line["row"]) for line in lines])  # the EPC re-expression rows are long
+    header = (f"{'row':{name}s} {'seeds':>5s} {'final test acc %':>18s} {'best %':>7s} {'best ep':>7s} {'flips':>6s} "
               f"{'train min':>9s}  {'paired difference, points':34s}")
     print(f"protocol: {store['protocol']}  ({' '.join(PROTOCOLS[store['protocol']])})")
     print(header)
     print("-" * len(header))
-    for line in table(store):
+    for line in lines:
         paired = line["vs_reference"]
         versus = "" if paired is None or line["reference"] == line["row"] else (
             f"{paired[0]:+6.2f} ± {paired[1]:4.2f} vs {line['reference']} (n={paired[2]})")
-        print(f"{line['row']:24s} {line['seeds']:5d} {line['final_mean']:10.2f} ± {line['final_std']:5.2f} "
+        print(f"{line['row']:{name}s} {line['seeds']:5d} {line['final_mean']:10.2f} ± {line['final_std']:5.2f} "
               f"{line['best_mean']:7.2f} {line['best_epoch']:7.1f} {line['flips_total']:6.3f} {line['minutes']:9.1f} "
               f" {versus}")
 

@@ -98,7 +98,7 @@ class TrainConfig:
     radius: float | None = None
     cluster_size: int = 1
     selection: str = "loss"
-    on_switch: str = "keep"
+    on_switch: str = "reexpress"
     grouping: str = "layer"
     width: float = 1.0
     variant: str | None = None
@@ -168,6 +168,9 @@ class TrainConfig:
     def default_run_dir(self) -> Path:
         hashed = {k: v for k, v in self.to_dict().items()
                   if k not in _NOT_HASHED and not (k in _ADDED_LATER and v == _ADDED_LATER[k])}
+        if self.cluster_size == 1:
+            # One chart never switches: the option cannot change the run (nor move its directory).
+            hashed.pop("on_switch", None)
         digest = hashlib.sha1(json.dumps(hashed, sort_keys=True).encode()).hexdigest()[:8]
         dataset = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(self.dataset).name.split(".")[0] or "data")
         return Path("runs") / f"{self.model}-{dataset}-{self.quantizer}-{digest}"

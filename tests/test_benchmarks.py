@@ -141,7 +141,8 @@ def test_epc_switch_cost_keep_flips_signs_reexpress_does_not_and_the_model_is_le
     import epc_stats
     import hbnn_larq
 
-    model = tiny_model(lambda: hbnn_larq.HyperbolicSign(cluster_size=3, cluster_radius=0.5, seed=4))
+    # "keep" is not the last mode measured, so restoring it is not a coincidence.
+    model = tiny_model(lambda: hbnn_larq.HyperbolicSign(cluster_size=3, cluster_radius=0.5, on_switch="keep", seed=4))
     model(np.zeros((1, 8, 8, 16), np.float32))
     before = [w.copy() for w in model.get_weights()]
     cost = epc_stats.switch_cost(model)

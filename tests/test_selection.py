@@ -26,22 +26,27 @@ def batchnorm_values(model):
             for v in layer.non_trainable_weights]
 
 
-def test_loss_criterion_picks_the_greedy_argmin_and_restores_batchnorm():
+@pytest.mark.parametrize("on_switch", ["keep", "reexpress"])
+def test_loss_criterion_picks_the_greedy_argmin_and_restores_batchnorm(on_switch):
     x, y = random_data(64)
-    model = epc_model()
+    model = epc_model(on_switch=on_switch)
     callback = ChartSelection(probe_data=(x, y))
     callback.set_model(model)
     layers = hbnn_larq.hyperbolic_quantizers(model)
+    kernels = [layer.kernel.numpy() for layer, _ in layers]
     expected = []
-    for _, q in layers:  # independent greedy search in layer order
+    for layer, q in layers:  # independent greedy search in layer order
         losses = []
-        for j in range(q.cluster_size):
+        for j in range(q.cluster_size):  # each chart scored with the current w~ mapped through it
             q.active_index.assign(j)
             losses.append(probe_loss(model, x, y))
         expected.append(int(np.argmin(losses)))
-        q.active_index.assign(expected[-1])
-    for _, q in layers:
         q.active_index.assign(0)
+        # the later layers are scored after this layer's switch (a re-expressed w~ with "reexpress")
+        q.set_active(expected[-1], layer.kernel)
+    for (layer, q), kernel in zip(layers, kernels):
+        q.active_index.assign(0)
+        layer.kernel.assign(kernel)
     bn_before = batchnorm_values(model)
     record = callback.select(0)
     assert [r["index"] for r in record["layers"].values()] == expected

@@ -135,12 +135,20 @@ def test_variant_errors_and_run_dir():
     assert plain.default_run_dir() != imagenet.default_run_dir()
 
 
+# `TrainConfig(cluster_size=4, selection="geometric").default_run_dir()` before `on_switch` existed.
+PRE_ON_SWITCH_EPC_DIR = "runs/vggsmall-cifar10-hbnn-a8b0a0b4"
+
+
 def test_on_switch_reaches_every_epc_quantizer_and_keeps_earlier_run_dirs():
     with pytest.raises(training.ConfigError, match="`on_switch` must be one of keep, reexpress; got 'swap'"):
         training.TrainConfig(on_switch="swap").validate()
-    # Computed before `on_switch` existed: the default must not move earlier runs' directories.
+    # Computed before `on_switch` existed: the default must not move earlier runs' directories,
+    # nor an EPC run with the then-default "keep"; with one chart the option changes nothing.
     assert training.TrainConfig().default_run_dir() == Path("runs/vggsmall-cifar10-hbnn-e1424b3e")
-    assert training.TrainConfig(on_switch="reexpress").default_run_dir() != training.TrainConfig().default_run_dir()
+    assert training.TrainConfig(on_switch="keep").default_run_dir() == training.TrainConfig().default_run_dir()
+    epc = dict(cluster_size=4, selection="geometric")
+    assert training.TrainConfig(**epc, on_switch="keep").default_run_dir() == Path(PRE_ON_SWITCH_EPC_DIR)
+    assert training.TrainConfig(**epc).default_run_dir() != Path(PRE_ON_SWITCH_EPC_DIR)
     config = cli.parse_config(["--cluster-size", "2", "--on-switch", "reexpress", "--width", "0.125"]).validate()
     shape = types.SimpleNamespace(input_shape=(32, 32, 3), num_classes=10)
     quantizers = [q for _, q in hyperbolic_quantizers(training.build_model(config, shape))]
