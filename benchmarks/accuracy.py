@@ -89,8 +89,11 @@ ROWS = {
     # Why EPC trails one point: with on_switch="keep" every chart switch re-maps w~ through another
     # point and flips binary weights, and the charts switch in most epochs (benchmarks/epc_stats.py).
     # Re-expressing w~ in the new chart keeps the binary kernel continuous at a switch:
+    # "nearest" (the point nearest the current weight) is the criterion that suits re-expression:
+    # the binary kernel stays, and tanh's argument in exp_F(w~), sqrt(r) d(F, w) / 2 once w~ is
+    # re-expressed, is smallest, so the map saturates least.
     **{f"epc4-{criterion}-reexpress-m100-wlr10": ("epc", EPC + HBNN_BEST + ["--selection", criterion, "--on-switch", "reexpress"])
-       for criterion in ("loss", "geometric")},
+       for criterion in ("loss", "geometric", "nearest")},
     # Why latent x10 helps: the coupled weight decay is part of the latent gradient the multiplier
     # scales and shrinks HBNN's latent kernels 10-100x, handing the binary kernel to the (undecayed)
     # points (README, "Inside the map"). Without weight decay (anywhere: train.py has one coefficient):

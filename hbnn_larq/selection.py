@@ -14,6 +14,12 @@ available; *how* \\(i\\) is chosen is our interpretation, offered as named crite
 - `"flips"`: the chart that flips the most binary weights.
 - `"never"`: chart 0 stays active.
 
+Every criterion scores chart \\(j\\) by the current \\(\\tilde w\\) mapped through \\(F_j\\): the kernel a
+switch adopts with `on_switch="keep"`. With the default `on_switch="reexpress"` the switch
+rewrites \\(\\tilde w\\) so that the binary kernel does not change; the choice then only decides which
+point the following steps train through (measured 2-3 points better than `"keep"`; README, "EPC's
+chart switches").
+
 Selection runs at the start of every `every`-th epoch (including the first). During the first
 `warmup_epochs` epochs the active chart is drawn uniformly at random for every batch, so that
 every point is trained before greedy selection starts (inactive points get no gradient).
