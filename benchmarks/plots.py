@@ -107,9 +107,12 @@ def plot_flips(rows: dict, path: Path, names: list[str]) -> None:
 
 
 def radius_of(row: str) -> tuple[str, float] | None:
-    """`("ball", 0.05)` for the radius protocol's row `ball-r0.05-wlr10`, else None."""
-    match = re.fullmatch(r"(ball|boundary)-r([0-9.]+)-.*", row)
-    return (match[1], float(match[2])) if match else None
+    """`("ball", 0.05)` for the radius protocol's row `ball-r0.05-wlr10`, `("ball, points x10", 5.0)`
+    for a row that sets its own points' step (`ball-r5.0-m10-wlr10`), else None."""
+    match = re.fullmatch(r"(ball|boundary)-r([0-9.]+)(?:-m([0-9]+))?-wlr[0-9]+", row)
+    if not match:
+        return None
+    return (match[1] + (f", points x{match[3]}" if match[3] else ""), float(match[2]))
 
 
 def plot_radius(rows: dict, path: Path, reference: tuple[str, list] | None) -> None:
@@ -117,7 +120,8 @@ def plot_radius(rows: dict, path: Path, reference: tuple[str, list] | None) -> N
     paper's Table 1 as a figure. `reference` is a (name, runs) row drawn as a horizontal line: the
     tuned sign/STE baseline of the quick protocol, which the radius protocol's runs share."""
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    for kind, marker in (("ball", "o"), ("boundary", "s")):
+    kinds = sorted({radius_of(row)[0] for row in rows if radius_of(row)})
+    for kind, marker in zip(kinds, "os^vD<>"):
         points = sorted((radius_of(row)[1], [100 * e["final_test_accuracy"] for e in entries])
                         for row, entries in rows.items() if (radius_of(row) or ("",))[0] == kind)
         if not points:

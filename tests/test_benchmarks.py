@@ -251,8 +251,10 @@ def test_radius_figure_reads_kind_and_r_from_the_row_name(tmp_path):
 
     assert plots.radius_of("ball-r0.05-wlr10") == ("ball", 0.05)
     assert plots.radius_of("boundary-r5.0-wlr10") == ("boundary", 5.0)
+    assert plots.radius_of("ball-r5.0-m10-wlr10") == ("ball, points x10", 5.0)  # its own series
     assert plots.radius_of("hbnn-m100-wlr10") is None
+    assert all(plots.radius_of(row) for row in accuracy.RADIUS_ROWS)
     rows = {row: [_entry(row, 0, acc)] for row, acc in [("ball-r0.05-wlr10", 0.72), ("ball-r5.0-wlr10", 0.70),
-                                                         ("boundary-r1.0-wlr10", 0.69)]}
+                                                         ("ball-r5.0-m10-wlr10", 0.71), ("boundary-r1.0-wlr10", 0.69)]}
     plots.plot_radius(rows, tmp_path / "radius.png", ("ste-wlr10", rows["ball-r5.0-wlr10"]))
     assert (tmp_path / "radius.png").stat().st_size > 0
