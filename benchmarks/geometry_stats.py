@@ -18,6 +18,7 @@ independently of the library's TensorFlow code:
 ```bash
 python benchmarks/geometry_stats.py benchmarks/runs/quick/hbnn-m100-s0 benchmarks/runs/quick/hbnn-m1-s0
 python benchmarks/geometry_stats.py --init vggsmall 0.25 --init vggsmall 1.0   # at initialisation
+python benchmarks/geometry_stats.py --summary ball-r0.01-wlr10-s0 ball-r5.0-wlr10-s0  # ranges over layers
 ```
 
 Writes `benchmarks/results/geometry-<run>.json` per run (or `geometry-init-<model>-w<width>.json`)
@@ -139,12 +140,45 @@ def report(name: str, source: str, rows: list[dict]) -> None:
     print_table(name, rows)
 
 
+SUMMARY_COLUMNS = {"|p|/R": "point_radius_fraction", "tanh arg": "tanh_arg",
+                   "=sign(w~)": "agree_latent_sign", "=sign(p)": "agree_point_sign"}
+
+
+def layer_range(rows: list[dict], key: str) -> str:
+    """`lo-hi` of one statistic over a run's layers (fractions in %), e.g. `66-73`."""
+    values = [row[key] for row in rows if row[key] is not None]
+    if not values:
+        return "-"
+    if key == "tanh_arg":
+        return f"{min(values):.2f}-{max(values):.2f}"
+    return f"{round(100 * min(values))}-{round(100 * max(values))}"
+
+
+def print_summary(names: list[str]) -> None:
+    """One line per already-measured run (`geometry-<name>.json`): each statistic's range over layers."""
+    width = max(4, *(len(name) for name in names))
+    header = f"{'run':{width}s} " + " ".join(f"{column:>11s}" for column in SUMMARY_COLUMNS)
+    print(header)
+    print("-" * len(header))
+    for name in names:
+        path = RESULTS / f"geometry-{name}.json"
+        if not path.is_file():
+            raise SystemExit(f"--summary: {path} does not exist; run geometry_stats.py on the run directory first")
+        rows = json.loads(path.read_text())["layers"]
+        print(f"{name:{width}s} " + " ".join(f"{layer_range(rows, key):>11s}" for key in SUMMARY_COLUMNS.values()))
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="*", type=Path, help="run directories written by train.py (with model.keras)")
     parser.add_argument("--init", nargs=2, action="append", default=[], metavar=("MODEL", "WIDTH"),
                         help="also report a freshly initialised zoo model, e.g. --init vggsmall 1.0")
+    parser.add_argument("--summary", nargs="+", default=[], metavar="NAME",
+                        help="print, for runs already measured (geometry-NAME.json), each statistic's range "
+                             "over layers, one line per run")
     args = parser.parse_args(argv)
+    if args.summary:
+        return print_summary(args.summary)
     for run_dir in args.runs:
         if not (run_dir / "model.keras").is_file():
             parser.error(f"{run_dir} has no model.keras (is it a finished train.py run directory?)")

@@ -258,3 +258,17 @@ def test_radius_figure_reads_kind_and_r_from_the_row_name(tmp_path):
                                                          ("ball-r5.0-m10-wlr10", 0.71), ("boundary-r1.0-wlr10", 0.69)]}
     plots.plot_radius(rows, tmp_path / "radius.png", ("ste-wlr10", rows["ball-r5.0-wlr10"]))
     assert (tmp_path / "radius.png").stat().st_size > 0
+
+
+def test_geometry_summary_prints_each_statistics_range_over_layers(tmp_path, monkeypatch, capsys):
+    import geometry_stats
+
+    monkeypatch.setattr(geometry_stats, "RESULTS", tmp_path)
+    layer = {"point_radius_fraction": 0.26, "tanh_arg": 0.151, "agree_latent_sign": 0.73, "agree_point_sign": None}
+    layers = [layer, {**layer, "point_radius_fraction": 0.374, "tanh_arg": 0.229, "agree_latent_sign": 0.655}]
+    (tmp_path / "geometry-run-a.json").write_text(json.dumps({"source": "x", "layers": layers}))
+    geometry_stats.main(["--summary", "run-a"])
+    line = capsys.readouterr().out.splitlines()[-1].split()
+    assert line == ["run-a", "26-37", "0.15-0.23", "66-73", "-"]
+    with pytest.raises(SystemExit, match="geometry-missing.json does not exist"):
+        geometry_stats.main(["--summary", "missing"])
