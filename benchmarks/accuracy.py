@@ -121,8 +121,8 @@ RADIUS_ROWS = {
 # The points' step was tuned at r = 0.05 (radius 4.47). At r = 5 (radius 0.45) the same step drives
 # the points to 77-85 % of the radius (geometry_stats), so r = 5 is also run with the step scaled by
 # the radius ratio, 100 * sqrt(0.05 / 5) = 10: does the small ball lose by itself or by its step?
-RADIUS_ROWS["ball-r5.0-m10-wlr10"] = ("radius", ["--quantizer", "hbnn", "--radius", "5.0",
-                                                 "--point-lr-multiplier", "10", "--latent-lr-multiplier", "10"])
+RADIUS_ROWS["ball-r5.0-m10-wlr10"] = ("radius", HBNN + ["--radius", "5.0", "--point-lr-multiplier", "10",
+                                                        "--latent-lr-multiplier", "10"])
 
 # Rows that are the very run of another protocol's row (same train.py configuration): the radius
 # ablation's r = 0.05 ball and r = 1 boundary are the recipes' defaults, already measured by the

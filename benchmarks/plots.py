@@ -120,12 +120,10 @@ def plot_radius(rows: dict, path: Path, reference: tuple[str, list] | None) -> N
     paper's Table 1 as a figure. `reference` is a (name, runs) row drawn as a horizontal line: the
     tuned sign/STE baseline of the quick protocol, which the radius protocol's runs share."""
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    kinds = sorted({radius_of(row)[0] for row in rows if radius_of(row)})
-    for kind, marker in zip(kinds, "os^vD<>"):
-        points = sorted((radius_of(row)[1], [100 * e["final_test_accuracy"] for e in entries])
-                        for row, entries in rows.items() if (radius_of(row) or ("",))[0] == kind)
-        if not points:
-            continue
+    parsed = {row: radius_of(row) for row in rows if radius_of(row)}
+    for kind, marker in zip(sorted({kind for kind, _ in parsed.values()}), "os^vD<>"):
+        points = sorted((r, [100 * e["final_test_accuracy"] for e in rows[row]])
+                        for row, (row_kind, r) in parsed.items() if row_kind == kind)
         r = np.array([p[0] for p in points])
         acc = [np.array(p[1]) for p in points]
         mean = np.array([a.mean() for a in acc])
