@@ -162,15 +162,34 @@ class PoincareBall:
         """
         u = self.mobius_add(-p, q)
         unorm = self.norm(u)
-        return u * (2.0 / (self.sqrt_r * self.lambda_x(p)) * artanh(self.sqrt_r * unorm) / unorm)
+        z = self.sqrt_r * unorm
+        # artanh(z) = √r d_r(p, q) / 2. Near z = 1 artanh amplifies the cancellation error in u (p
+        # and q close together near the boundary) by 1/(1 - z²), so there it is read off `dist`;
+        # small z keeps artanh, whose ratio to ||u|| has the right limit at u = 0 (d log/dq = I).
+        half_dist = tf.where(z < 0.5, artanh(z), self.sqrt_r / 2.0 * self.dist(p, q))
+        return u * (2.0 / (self.sqrt_r * self.lambda_x(p)) * half_dist / unorm)
 
     def logmap0(self, q: tf.Tensor) -> tf.Tensor:
         qnorm = self.norm(q)
         return q * (artanh(self.sqrt_r * qnorm) / (self.sqrt_r * qnorm))
 
     def dist(self, x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
-        """Geodesic distance \\(d_r(x,y) = (2/\\sqrt{r})\\,\\mathrm{artanh}(\\sqrt{r}\\|(-x)\\oplus y\\|)\\)."""
-        return 2.0 / self.sqrt_r * artanh(self.sqrt_r * self.norm(self.mobius_add(-x, y)))
+        """Geodesic distance \\(d_r(x,y) = (2/\\sqrt{r})\\,\\mathrm{artanh}(\\sqrt{r}\\|(-x)\\oplus y\\|)\\),
+        evaluated in the equivalent form
+
+        \\[
+        d_r(x,y) = \\frac{2}{\\sqrt{r}}\\,\\mathrm{arsinh}\\frac{\\sqrt{r}\\,\\|x-y\\|}
+                   {\\sqrt{(1-r\\|x\\|^2)(1-r\\|y\\|^2)}}
+        \\]
+
+        which is symmetric by construction and accurate to a few ulps given x and y. The Möbius
+        form subtracts nearly equal terms when x and y are close together near the boundary,
+        and artanh then amplifies that error by \\(1/(1 - r\\|(-x)\\oplus y\\|^2)\\): in float64,
+        d(x, y) and d(y, x) differed by 1e-9 relative at 99.99995 % of the radius.
+        """
+        scale = tf.sqrt(self._clamp_positive(1.0 - self.r * self.sqnorm(x))
+                        * self._clamp_positive(1.0 - self.r * self.sqnorm(y)))
+        return 2.0 / self.sqrt_r * tf.asinh(self.sqrt_r * self.norm(x - y) / scale)
 
     def projx(self, x: tf.Tensor, margin: float = 1e-5) -> tf.Tensor:
         """Project onto the closed ball of radius \\((1 - \\text{margin})/\\sqrt{r}\\), strictly inside.

@@ -18,7 +18,7 @@ import hbnn_larq  # noqa: F401  (must come first: sets TF_USE_LEGACY_KERAS=1)
 import numpy as np
 import pytest
 import tensorflow as tf
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from hbnn_larq import geometry
@@ -436,6 +436,11 @@ rels = st.floats(0.0, 0.99)
 
 @HYP
 @given(r=radii, n=dims, seed=seeds, rel=rels, arg=st.floats(0.0, 5.0))
+# Found by CI with the Möbius-form distance (dist(y, p) vs dist(p, y), dist vs λ_p‖v‖ and the
+# round trip all off by 1-2e-9 relative): p at 98.4-98.8 % of the radius, y at 99.99995 %.
+@example(r=4.552009135705047, n=1, seed=1, rel=0.98828125, arg=5.0)
+@example(r=1.0, n=3, seed=0, rel=0.984375, arg=5.0)
+@example(r=1.0, n=1, seed=1, rel=0.98828125, arg=5.0)
 def test_prop_log_exp_inverse_and_distance(r, n, seed, rel, arg):
     rng = np.random.default_rng(seed)
     ball = PoincareBall(r)
