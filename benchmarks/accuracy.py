@@ -129,6 +129,8 @@ RADIUS_ROWS = {
 # the radius ratio, 100 * sqrt(0.05 / 5) = 10: does the small ball lose by itself or by its step?
 RADIUS_ROWS["ball-r5.0-m10-wlr10"] = ("radius", HBNN + ["--radius", "5.0", "--point-lr-multiplier", "10",
                                                         "--latent-lr-multiplier", "10"])
+# On the boundary accuracy rose monotonically as r fell to the grid's end (0.01): one step beyond it.
+RADIUS_ROWS["boundary-r0.001-wlr10"] = ("radius", ["--quantizer", "hbnn-boundary", "--radius", "0.001", *HBNN_BEST])
 
 # Rows that are the very run of another protocol's row (same train.py configuration): the radius
 # ablation's r = 0.05 ball and r = 1 boundary are the recipes' defaults, already measured by the
