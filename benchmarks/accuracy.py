@@ -97,9 +97,10 @@ ROWS = {
     # Re-expressing w~ in the new chart keeps the binary kernel continuous at a switch:
     # "nearest" (the point nearest the current weight) is the criterion that suits re-expression:
     # the binary kernel stays, and tanh's argument in exp_F(w~), sqrt(r) d(F, w) / 2 once w~ is
-    # re-expressed, is smallest, so the map saturates least.
+    # re-expressed, is smallest, so the map saturates least. "random" is the control: a random
+    # chart every epoch, so what the criterion's choice adds over switching at all shows.
     **{f"epc4-{criterion}-reexpress-m100-wlr10": ("epc", EPC + HBNN_BEST + ["--selection", criterion, "--on-switch", "reexpress"])
-       for criterion in ("loss", "geometric", "nearest")},
+       for criterion in ("loss", "geometric", "nearest", "random")},
     # Why latent x10 helps: the coupled weight decay is part of the latent gradient the multiplier
     # scales and shrinks HBNN's latent kernels 10-100x, handing the binary kernel to the (undecayed)
     # points (README, "Inside the map"). Without weight decay (anywhere: train.py has one coefficient):

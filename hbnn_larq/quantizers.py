@@ -18,7 +18,7 @@ from hbnn_larq.geometry import PoincareBall
 from hbnn_larq.optimizers import POINT_LR_MULTIPLIER, STANDARDIZED_BASE_POINT_LR_MULTIPLIER
 
 GROUPINGS = ("layer", "channel")
-SELECTIONS = ("loss", "geometric", "nearest", "flips", "never")
+SELECTIONS = ("loss", "geometric", "nearest", "flips", "random", "never")
 CLUSTER_INITS = ("origin+random", "random")
 ON_SWITCH = ("keep", "reexpress")
 
@@ -77,7 +77,8 @@ class HyperbolicSign(lq.quantizers.Quantizer):
     selection: EPC criterion that picks the active chart: `"loss"` (lowest loss on a probe
         batch), `"geometric"` (smallest \\(\\|\\exp_{F_j}(\\tilde w)\\|\\), farthest from the
         boundary), `"nearest"` (smallest \\(d_r(F_j, w)\\) to the current weight), `"flips"`
-        (most signs changed) or `"never"` (keep chart 0). Ignored when `cluster_size=1`.
+        (most signs changed), `"random"` (a control: a random chart every round) or `"never"`
+        (keep chart 0). Ignored when `cluster_size=1`.
     grouping: `"layer"` (the paper: the whole kernel is one vector) or `"channel"` (one vector,
         and one ball, per output channel).
     cluster_init: `"origin+random"` (point 0 at the origin, the others random) or `"random"`.

@@ -12,6 +12,9 @@ available; *how* \\(i\\) is chosen is our interpretation, offered as named crite
 - `"geometric"`: the chart whose mapped weight is farthest from the boundary.
 - `"nearest"`: the point nearest (geodesic distance) to the current constrained weight.
 - `"flips"`: the chart that flips the most binary weights.
+- `"random"`: a chart drawn uniformly at random every round (from the callback's seed, the
+  epoch and the layer's position). A control: with `on_switch="reexpress"` it separates what a
+  criterion's choice buys from what changing the trained point at all does.
 - `"never"`: chart 0 stays active.
 
 Every criterion scores chart \\(j\\) by the current \\(\\tilde w\\) mapped through \\(F_j\\): the kernel a
@@ -111,9 +114,9 @@ class ChartSelection(tf.keras.callbacks.Callback):
     # -- the selection round ---------------------------------------------------------------
     def select(self, epoch: int = -1) -> dict:
         record = {"epoch": int(epoch), "layers": {}}
-        for layer, q in self._epc_layers():
+        for position, (layer, q) in enumerate(self._epc_layers()):
             before = quantized_kernel(layer)
-            scores = self._loss_scores(q) if q.selection == "loss" else q.chart_scores(layer.kernel)
+            scores = self._scores(layer, q, epoch, position)
             choice = int(np.argmin(scores))
             switched = choice != int(q.active_index.numpy())
             q.set_active(choice, layer.kernel)
@@ -128,6 +131,15 @@ class ChartSelection(tf.keras.callbacks.Callback):
         if self.history_path is not None:
             write_json(self.history_path, self.history)
         return record
+
+    def _scores(self, layer, quantizer, epoch: int, position: int) -> np.ndarray:
+        """Lower is better: the probe loss, random draws, or the quantizer's geometric score."""
+        if quantizer.selection == "loss":
+            return self._loss_scores(quantizer)
+        if quantizer.selection == "random":
+            # From (seed, epoch, layer) like the warm-up charts: a resumed run draws the same.
+            return np.random.default_rng([self.seed, max(epoch, 0), position]).random(quantizer.cluster_size)
+        return quantizer.chart_scores(layer.kernel)
 
     def _loss_scores(self, quantizer) -> np.ndarray:
         saved = self._batchnorm_state()
