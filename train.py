@@ -73,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--point-update", choices=POINT_UPDATES, default="rsgd")
     p.add_argument("--radius", type=_positive_float, help="HBNN curvature r (default: the recipe's, 0.05 for hbnn)")
     p.add_argument("--cluster-size", type=_positive_int, default=1, help="EPC cluster size t")
-    p.add_argument("--selection", choices=SELECTIONS, default="loss", help="EPC chart selection criterion")
+    p.add_argument("--selection", choices=SELECTIONS, default="geometric", help="EPC chart selection criterion")
     p.add_argument("--on-switch", choices=ON_SWITCH, default="reexpress",
                    help="EPC: re-express w~ in the new chart when the chart changes (binary weights stay), "
                         "or keep w~ (the paper's literal reading; binary weights jump)")

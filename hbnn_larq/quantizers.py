@@ -74,9 +74,10 @@ class HyperbolicSign(lq.quantizers.Quantizer):
         \\(1/\\sqrt{r}\\). Default 0.05 (the paper's HBNN(D_0.05)).
     boundary: map onto the boundary sphere instead of into the ball. Default False.
     cluster_size: number of points \\(t\\) per layer, int >= 1. Default 1.
-    selection: EPC criterion that picks the active chart: `"loss"` (lowest loss on a probe
-        batch), `"geometric"` (smallest \\(\\|\\exp_{F_j}(\\tilde w)\\|\\), farthest from the
-        boundary), `"nearest"` (smallest \\(d_r(F_j, w)\\) to the current weight), `"flips"`
+    selection: EPC criterion that picks the active chart: `"geometric"` (default; smallest
+        \\(\\|\\exp_{F_j}(\\tilde w)\\|\\), farthest from the boundary), `"loss"` (lowest loss on a
+        probe batch; level with `"geometric"` in accuracy, +0.31 +- 0.47 and +0.09 +- 1.57 points
+        for geometric on the quick and Imagenette protocols, and 16-40 % slower), `"nearest"` (smallest \\(d_r(F_j, w)\\) to the current weight), `"flips"`
         (most signs changed), `"random"` (a control: a random chart every round) or `"never"`
         (keep chart 0). Ignored when `cluster_size=1`.
     grouping: `"layer"` (the paper: the whole kernel is one vector) or `"channel"` (one vector,
@@ -117,7 +118,7 @@ class HyperbolicSign(lq.quantizers.Quantizer):
         r: float = 0.05,
         boundary: bool = False,
         cluster_size: int = 1,
-        selection: str = "loss",
+        selection: str = "geometric",
         grouping: str = "layer",
         cluster_init: str = "origin+random",
         cluster_radius: float = 0.1,

@@ -97,7 +97,7 @@ class TrainConfig:
     point_update: str = "rsgd"
     radius: float | None = None
     cluster_size: int = 1
-    selection: str = "loss"
+    selection: str = "geometric"
     on_switch: str = "reexpress"
     grouping: str = "layer"
     width: float = 1.0
@@ -169,8 +169,11 @@ class TrainConfig:
         hashed = {k: v for k, v in self.to_dict().items()
                   if k not in _NOT_HASHED and not (k in _ADDED_LATER and v == _ADDED_LATER[k])}
         if self.cluster_size == 1:
-            # One chart never switches: the option cannot change the run (nor move its directory).
+            # One chart never switches: EPC's options cannot change the run, so they are hashed as
+            # one-chart runs always had them (no on_switch; selection "loss", the default until
+            # "geometric" replaced it), and no directory moves.
             hashed.pop("on_switch", None)
+            hashed["selection"] = "loss"
         digest = hashlib.sha1(json.dumps(hashed, sort_keys=True).encode()).hexdigest()[:8]
         dataset = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(self.dataset).name.split(".")[0] or "data")
         return Path("runs") / f"{self.model}-{dataset}-{self.quantizer}-{digest}"

@@ -215,7 +215,8 @@ def test_sigkill_then_same_command_resumes_and_completes(tiny, tmp_path, monkeyp
     assert not (run_dir / "flips_initial.npz").exists()
     for record in results["epochs"]:
         assert 0 <= record["train_accuracy"] <= 1 and 0 <= record["test_accuracy"] <= 1
-        assert 0 <= record["flip_rate_mean"] <= 1 and record["test_loss"] > 0
+        # (the 24 test images are separable: the loss can round to exactly 0 in float32)
+        assert 0 <= record["flip_rate_mean"] <= 1 and 0 <= record["test_loss"] < float("inf")
     assert results["final"]["test_accuracy"] > 0.5, results["epochs"]  # chance is 1/3
     assert results["resolved"] == {"epochs": epochs, "weight_decay": 5e-4, "warmup_epochs": 0, "steps_per_epoch": steps,
                                    "point_lr_multiplier": recipes.point_lr_multiplier("hbnn"),
