@@ -65,7 +65,8 @@ HBNN_BEST = ["--point-lr-multiplier", "100", "--latent-lr-multiplier", "10"]  # 
 ROWS = {
     "ste": ("paper", ["--quantizer", "ste_sign"]),
     "hbnn-m1": ("paper", HBNN + ["--point-lr-multiplier", "1"]),
-    "hbnn-boundary-m1": ("paper", ["--quantizer", "hbnn-boundary", "--point-lr-multiplier", "1"]),
+    # (the boundary rows pin the paper's r = 1: the recipe's default moved to 0.01 after they ran)
+    "hbnn-boundary-m1": ("paper", ["--quantizer", "hbnn-boundary", "--radius", "1.0", "--point-lr-multiplier", "1"]),
     # The baseline's latent-weight step (quick: best x10; Imagenette: best x100, x300 brackets it).
     **{f"ste-wlr{w}": ("tune", ["--quantizer", "ste_sign", "--latent-lr-multiplier", str(w)])
        for w in (3, 10, 30, 100, 300)},
@@ -81,7 +82,7 @@ ROWS = {
        for w in (30, 100)},
     # The method's variants at its best-measured steps, read against the tuned baseline: does
     # EPC (two criteria), the boundary or per-channel grouping change the verdict?
-    "hbnn-boundary-m100-wlr10": ("variants", ["--quantizer", "hbnn-boundary", *HBNN_BEST]),
+    "hbnn-boundary-m100-wlr10": ("variants", ["--quantizer", "hbnn-boundary", "--radius", "1.0", *HBNN_BEST]),
     # (`--on-switch keep` was the default when these ran; pinned so the rows keep their meaning.)
     "epc4-loss-m100-wlr10": ("variants", EPC + HBNN_BEST + ["--selection", "loss", "--on-switch", "keep"]),
     "epc4-geometric-m100-wlr10": ("variants", EPC + HBNN_BEST + ["--selection", "geometric", "--on-switch", "keep"]),

@@ -23,7 +23,7 @@ data, weight decay 5e-4 (32 px) or 1e-4 (ImageNet-like).
   scaled by `latent_lr_multiplier`; with SGD (momentum is linear in the gradient) that is exactly
   a learning-rate multiplier for those variables. Default: the recipe's
   (`hbnn_larq.recipes.latent_lr_multiplier(name)`: x10 for `ste_sign` and `hbnn`, where it measured
-  best at a 10-epoch budget, x1 (the papers') for the others).
+  best at a 10-epoch budget, and `hbnn-boundary`, measured at it; x1 (the papers') for the others).
 - The points of `HyperbolicSign` recipes get `RiemannianOptimizer`'s Riemannian step with
   `point_lr_multiplier` times the scheduled learning rate (default: the recipe's,
   `hbnn_larq.recipes.point_lr_multiplier(name)`).
@@ -69,6 +69,9 @@ _NOT_HASHED = ("run_dir", "export", "verbose", "overwrite", "download", "run_eag
 # Fields added after runs existed, with the value earlier configs implied: left out of the hash at
 # that value, so re-running an old command still finds (and resumes) its old run directory.
 _ADDED_LATER = {"variant": None, "on_switch": "keep"}
+# Recipe defaults that changed after runs existed: a config that leaves them to the recipe (None)
+# hashes the new value, so it neither resumes a run made with the old default nor shares its directory.
+_RECIPE_DEFAULTS_CHANGED = {"hbnn-boundary": {"radius": 0.01, "latent_lr_multiplier": 10.0}}  # were r = 1, x1
 
 
 class ConfigError(ValueError):
@@ -168,6 +171,9 @@ class TrainConfig:
     def default_run_dir(self) -> Path:
         hashed = {k: v for k, v in self.to_dict().items()
                   if k not in _NOT_HASHED and not (k in _ADDED_LATER and v == _ADDED_LATER[k])}
+        for name, value in _RECIPE_DEFAULTS_CHANGED.get(self.quantizer, {}).items():
+            if hashed.get(name) is None:
+                hashed[name] = value
         if self.cluster_size == 1:
             # One chart never switches: EPC's options cannot change the run, so they are hashed as
             # one-chart runs always had them (no on_switch; selection "loss", the default until

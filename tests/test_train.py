@@ -155,6 +155,20 @@ def test_on_switch_reaches_every_epc_quantizer_and_keeps_earlier_run_dirs():
     assert quantizers and all(q.on_switch == "reexpress" and q.cluster_size == 2 for q in quantizers)
 
 
+def test_the_boundary_recipe_measured_best_at_r_0_01_and_its_default_run_dir_moved_with_it():
+    from hbnn_larq import recipes
+
+    quantizer = recipes.kernel_quantizer("hbnn-boundary")
+    assert quantizer.boundary and quantizer.r == 0.01 and recipes.latent_lr_multiplier("hbnn-boundary") == 10.0
+    assert recipes.kernel_quantizer("hbnn-boundary", r=1.0).r == 1.0  # the paper's ∂D, on request
+    config = training.TrainConfig(quantizer="hbnn-boundary")
+    assert config.resolved_latent_lr_multiplier() == 10.0
+    # Computed while the recipe meant r = 1 and latent x1: the same command must not resume that run.
+    assert config.default_run_dir() != Path("runs/vggsmall-cifar10-hbnn-boundary-a4e2d773")
+    explicit = training.TrainConfig(quantizer="hbnn-boundary", radius=0.01, latent_lr_multiplier=10.0)
+    assert config.default_run_dir() == explicit.default_run_dir()
+
+
 def test_bad_flags_list_valid_choices(tmp_path):
     result = run_cli(["--quantizer", "xnor"], cwd=tmp_path, timeout=120)
     assert result.returncode == 2
