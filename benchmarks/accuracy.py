@@ -133,6 +133,11 @@ RADIUS_ROWS["ball-r5.0-m10-wlr10"] = ("radius", HBNN + ["--radius", "5.0", "--po
                                                         "--latent-lr-multiplier", "10"])
 # On the boundary accuracy rose monotonically as r fell to the grid's end (0.01): one step beyond it.
 RADIUS_ROWS["boundary-r0.001-wlr10"] = ("radius", ["--quantizer", "hbnn-boundary", "--radius", "0.001", *HBNN_BEST])
+# At r <= 0.01 the boundary's binary kernel follows sign(w~) for 83-96 % of the weights: is it the
+# points, or the map w~ -> w~/||w~|| onto the sphere (a scale-invariant latent kernel)? The control
+# freezes the points near the origin (step x0.001, 1e5 times shorter), leaving only the latter.
+RADIUS_ROWS["boundary-r0.01-m0.001-wlr10"] = ("radius", ["--quantizer", "hbnn-boundary", "--radius", "0.01",
+                                                         "--point-lr-multiplier", "0.001", "--latent-lr-multiplier", "10"])
 
 # Rows that are the very run of another protocol's row (same train.py configuration): the radius
 # ablation's r = 0.05 ball and r = 1 boundary are the recipes' defaults, already measured by the

@@ -109,7 +109,7 @@ def plot_flips(rows: dict, path: Path, names: list[str]) -> None:
 def radius_of(row: str) -> tuple[str, float] | None:
     """`("ball", 0.05)` for the radius protocol's row `ball-r0.05-wlr10`, `("ball, points x10", 5.0)`
     for a row that sets its own points' step (`ball-r5.0-m10-wlr10`), else None."""
-    match = re.fullmatch(r"(ball|boundary)-r([0-9.]+)(?:-m([0-9]+))?-wlr[0-9]+", row)
+    match = re.fullmatch(r"(ball|boundary)-r([0-9.]+)(?:-m([0-9.]+))?-wlr[0-9]+", row)
     if not match:
         return None
     return (match[1] + (f", points x{match[3]}" if match[3] else ""), float(match[2]))
