@@ -93,6 +93,10 @@ ROWS = {
     **{f"hbnn-boundary-r0.01-m100-wlr{w}": ("boundary-r0.01", ["--quantizer", "hbnn-boundary", "--radius", "0.01",
                                                                "--point-lr-multiplier", "100", "--latent-lr-multiplier", str(w)])
        for w in (10, 30)},
+    # Its control with the points frozen near the origin (step x0.001): sign(w~) of the normalised
+    # latent kernel w~/||w~|| alone (the radius protocol's boundary-r0.01-m0.001-wlr10).
+    "hbnn-boundary-r0.01-m0.001-wlr30": ("boundary-r0.01", ["--quantizer", "hbnn-boundary", "--radius", "0.01",
+                                                             "--point-lr-multiplier", "0.001", "--latent-lr-multiplier", "30"]),
     # Why EPC trails one point: with on_switch="keep" every chart switch re-maps w~ through another
     # point and flips binary weights, and the charts switch in most epochs (benchmarks/epc_stats.py).
     # Re-expressing w~ in the new chart keeps the binary kernel continuous at a switch:
