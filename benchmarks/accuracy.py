@@ -58,7 +58,19 @@ PROTOCOLS["radius"] = PROTOCOLS["quick"]
 
 HBNN = ["--quantizer", "hbnn"]
 EPC = HBNN + ["--cluster-size", "4"]
-HBNN_BEST = ["--point-lr-multiplier", "100", "--latent-lr-multiplier", "10"]  # the recipe's defaults, explicit
+
+
+def steps(points, latent) -> list[str]:
+    """The points' and the latent kernels' learning-rate multipliers, as train.py flags."""
+    return ["--point-lr-multiplier", str(points), "--latent-lr-multiplier", str(latent)]
+
+
+def boundary(r, points=100, latent=10) -> list[str]:
+    """HBNN on the boundary sphere at curvature r (pinned: the recipe's default r has changed)."""
+    return ["--quantizer", "hbnn-boundary", "--radius", str(r), *steps(points, latent)]
+
+
+HBNN_BEST = steps(100, 10)  # the recipe's defaults, explicit
 # Rows: name -> (stage, extra train.py flags). "paper" rows use the paper's recipe as written
 # (points stepped with the plain learning rate); "tune" rows sweep the one knob each method has
 # on one seed; "variants" rows are HBNN's options at its tuned steps.
@@ -66,7 +78,7 @@ ROWS = {
     "ste": ("paper", ["--quantizer", "ste_sign"]),
     "hbnn-m1": ("paper", HBNN + ["--point-lr-multiplier", "1"]),
     # (the boundary rows pin the paper's r = 1: the recipe's default moved to 0.01 after they ran)
-    "hbnn-boundary-m1": ("paper", ["--quantizer", "hbnn-boundary", "--radius", "1.0", "--point-lr-multiplier", "1"]),
+    "hbnn-boundary-m1": ("paper", boundary(1.0, points=1, latent=1)),
     # The baseline's latent-weight step (quick: best x10; Imagenette: best x100, x300 brackets it).
     **{f"ste-wlr{w}": ("tune", ["--quantizer", "ste_sign", "--latent-lr-multiplier", str(w)])
        for w in (3, 10, 30, 100, 300)},
@@ -82,7 +94,7 @@ ROWS = {
        for w in (30, 100)},
     # The method's variants at its best-measured steps, read against the tuned baseline: does
     # EPC (two criteria), the boundary or per-channel grouping change the verdict?
-    "hbnn-boundary-m100-wlr10": ("variants", ["--quantizer", "hbnn-boundary", "--radius", "1.0", *HBNN_BEST]),
+    "hbnn-boundary-m100-wlr10": ("variants", boundary(1.0)),
     # (`--on-switch keep` was the default when these ran; pinned so the rows keep their meaning.)
     "epc4-loss-m100-wlr10": ("variants", EPC + HBNN_BEST + ["--selection", "loss", "--on-switch", "keep"]),
     "epc4-geometric-m100-wlr10": ("variants", EPC + HBNN_BEST + ["--selection", "geometric", "--on-switch", "keep"]),
@@ -90,13 +102,10 @@ ROWS = {
     # The radius ablation's best cell, the boundary at r = 0.01 (+0.48 +- 0.15 over the tuned
     # baseline on the quick protocol, 3 seeds), checked where the latent step differs: Imagenette's
     # best HBNN latent step is x30, and r = 1 was measured there at x10.
-    **{f"hbnn-boundary-r0.01-m100-wlr{w}": ("boundary-r0.01", ["--quantizer", "hbnn-boundary", "--radius", "0.01",
-                                                               "--point-lr-multiplier", "100", "--latent-lr-multiplier", str(w)])
-       for w in (10, 30)},
+    **{f"hbnn-boundary-r0.01-m100-wlr{w}": ("boundary-r0.01", boundary(0.01, latent=w)) for w in (10, 30)},
     # Its control with the points frozen near the origin (step x0.001): sign(w~) of the normalised
     # latent kernel w~/||w~|| alone (the radius protocol's boundary-r0.01-m0.001-wlr10).
-    "hbnn-boundary-r0.01-m0.001-wlr30": ("boundary-r0.01", ["--quantizer", "hbnn-boundary", "--radius", "0.01",
-                                                             "--point-lr-multiplier", "0.001", "--latent-lr-multiplier", "30"]),
+    "hbnn-boundary-r0.01-m0.001-wlr30": ("boundary-r0.01", boundary(0.01, points=0.001, latent=30)),
     # Why EPC trails one point: with on_switch="keep" every chart switch re-maps w~ through another
     # point and flips binary weights, and the charts switch in most epochs (benchmarks/epc_stats.py).
     # Re-expressing w~ in the new chart keeps the binary kernel continuous at a switch:
@@ -125,23 +134,22 @@ ROWS = {
     **{f"{base}-wlr{w}": ("plugins-tune", ["--quantizer", base, "--latent-lr-multiplier", str(w)])
        for base in ("ir_net", "recu") for w in (3, 10)},
 }
+RADII = (0.01, 0.05, 0.1, 0.5, 1.0, 5.0)  # the paper's Table 1
 RADIUS_ROWS = {
-    f"{kind}-r{r}-wlr10": ("radius", ["--quantizer", quantizer, "--radius", str(r), *HBNN_BEST])
-    for r in (0.01, 0.05, 0.1, 0.5, 1.0, 5.0)
-    for kind, quantizer in (("ball", "hbnn"), ("boundary", "hbnn-boundary"))
+    f"{kind}-r{r}-wlr10": ("radius", flags)
+    for r in RADII
+    for kind, flags in (("ball", HBNN + ["--radius", str(r), *HBNN_BEST]), ("boundary", boundary(r)))
 }
 # The points' step was tuned at r = 0.05 (radius 4.47). At r = 5 (radius 0.45) the same step drives
 # the points to 77-85 % of the radius (geometry_stats), so r = 5 is also run with the step scaled by
 # the radius ratio, 100 * sqrt(0.05 / 5) = 10: does the small ball lose by itself or by its step?
-RADIUS_ROWS["ball-r5.0-m10-wlr10"] = ("radius", HBNN + ["--radius", "5.0", "--point-lr-multiplier", "10",
-                                                        "--latent-lr-multiplier", "10"])
+RADIUS_ROWS["ball-r5.0-m10-wlr10"] = ("radius", HBNN + ["--radius", "5.0", *steps(10, 10)])
 # On the boundary accuracy rose monotonically as r fell to the grid's end (0.01): one step beyond it.
-RADIUS_ROWS["boundary-r0.001-wlr10"] = ("radius", ["--quantizer", "hbnn-boundary", "--radius", "0.001", *HBNN_BEST])
+RADIUS_ROWS["boundary-r0.001-wlr10"] = ("radius", boundary(0.001))
 # At r <= 0.01 the boundary's binary kernel follows sign(w~) for 83-96 % of the weights: is it the
 # points, or the map w~ -> w~/||w~|| onto the sphere (a scale-invariant latent kernel)? The control
 # freezes the points near the origin (step x0.001, 1e5 times shorter), leaving only the latter.
-RADIUS_ROWS["boundary-r0.01-m0.001-wlr10"] = ("radius", ["--quantizer", "hbnn-boundary", "--radius", "0.01",
-                                                         "--point-lr-multiplier", "0.001", "--latent-lr-multiplier", "10"])
+RADIUS_ROWS["boundary-r0.01-m0.001-wlr10"] = ("radius", boundary(0.01, points=0.001))
 
 # Rows that are the very run of another protocol's row (same train.py configuration): the radius
 # ablation's r = 0.05 ball and r = 1 boundary are the recipes' defaults, already measured by the

@@ -69,9 +69,10 @@ _NOT_HASHED = ("run_dir", "export", "verbose", "overwrite", "download", "run_eag
 # Fields added after runs existed, with the value earlier configs implied: left out of the hash at
 # that value, so re-running an old command still finds (and resumes) its old run directory.
 _ADDED_LATER = {"variant": None, "on_switch": "keep"}
-# Recipe defaults that changed after runs existed: a config that leaves them to the recipe (None)
-# hashes the new value, so it neither resumes a run made with the old default nor shares its directory.
-_RECIPE_DEFAULTS_CHANGED = {"hbnn-boundary": {"radius": 0.01, "latent_lr_multiplier": 10.0}}  # were r = 1, x1
+# Recipes whose defaults changed after runs existed (hbnn-boundary: r = 1 and latent x1 until
+# 2026-11-24): their configs hash the resolved r and latent step, not None, so a config that leaves
+# them to the recipe neither resumes a run made with the old defaults nor shares its directory.
+_HASH_RESOLVED_DEFAULTS = ("hbnn-boundary",)
 
 
 class ConfigError(ValueError):
@@ -153,6 +154,12 @@ class TrainConfig:
         """The latent kernels' LR multiplier: the configured one, else the recipe's."""
         return self.latent_lr_multiplier or recipes.latent_lr_multiplier(self.quantizer)
 
+    def resolved_radius(self) -> float | None:
+        """The curvature r: the configured one, else the recipe's (None without points)."""
+        if self.radius is not None or not recipes.is_hyperbolic(self.quantizer):
+            return self.radius
+        return recipes.kernel_quantizer(self.quantizer).r
+
     def resolved_point_lr_multiplier(self) -> float | None:
         """The points' LR multiplier: the configured one, else the recipe's (None without points)."""
         return self.point_lr_multiplier or recipes.point_lr_multiplier(self.quantizer)
@@ -171,9 +178,8 @@ class TrainConfig:
     def default_run_dir(self) -> Path:
         hashed = {k: v for k, v in self.to_dict().items()
                   if k not in _NOT_HASHED and not (k in _ADDED_LATER and v == _ADDED_LATER[k])}
-        for name, value in _RECIPE_DEFAULTS_CHANGED.get(self.quantizer, {}).items():
-            if hashed.get(name) is None:
-                hashed[name] = value
+        if self.quantizer in _HASH_RESOLVED_DEFAULTS:
+            hashed.update(radius=self.resolved_radius(), latent_lr_multiplier=self.resolved_latent_lr_multiplier())
         if self.cluster_size == 1:
             # One chart never switches: EPC's options cannot change the run, so they are hashed as
             # one-chart runs always had them (no on_switch; selection "loss", the default until

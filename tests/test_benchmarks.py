@@ -69,9 +69,7 @@ def test_table_pairs_by_seed_against_the_best_sign_ste_row_and_times_rows_by_the
 def test_rows_sharing_a_result_are_the_same_training_configuration(alias):
     (protocol, row), (other_protocol, other_row) = alias, accuracy.SAME_RUN[alias]
     config, other = (_config(accuracy.command(p, r, seed=0)) for p, r in ((protocol, row), (other_protocol, other_row)))
-    # a radius left to the recipe is the recipe's quantizer's r
-    resolve = lambda c: c.radius or train.recipes.kernel_quantizer(c.quantizer).get_config()["r"]  # noqa: E731
-    assert resolve(config) == resolve(other)
+    assert config.resolved_radius() == other.resolved_radius()  # a radius left to the recipe is the recipe's r
     ignored = {"run_dir": None, "radius": None}
     assert dataclasses.replace(config, **ignored) == dataclasses.replace(other, **ignored)
 

@@ -73,22 +73,24 @@ def test_geometric_criteria_follow_their_definition(selection):
 
 
 def _random_rounds(seed, model, epochs):
+    """Selection rounds of a `ChartSelection(seed=seed)` at `epochs`, and each round's charts."""
     callback = ChartSelection(seed=seed)
     callback.set_model(model)
-    return {epoch: callback.select(epoch) for epoch in epochs}
+    rounds = {epoch: callback.select(epoch) for epoch in epochs}
+    return rounds, {epoch: tuple(info["index"] for info in r["layers"].values()) for epoch, r in rounds.items()}
 
 
 def test_random_criterion_draws_seeded_charts_and_reexpression_keeps_the_signs():
     model = epc_model("random", t=4)
     model(random_data(2)[0])
-    rounds = _random_rounds(3, model, range(6))
-    charts = {epoch: tuple(info["index"] for info in record["layers"].values()) for epoch, record in rounds.items()}
-    assert len(set(charts.values())) > 1 and any(info["switched"] for r in rounds.values() for info in r["layers"].values())
-    assert all(info["flipped"] < 1e-3 for r in rounds.values() for info in r["layers"].values())
-    resumed = _random_rounds(3, model, [4, 5])  # the draws depend on (seed, epoch, layer) only
-    assert {e: tuple(i["index"] for i in r["layers"].values()) for e, r in resumed.items()} == {4: charts[4], 5: charts[5]}
-    other_seed = _random_rounds(4, model, range(6))
-    assert [tuple(i["index"] for i in r["layers"].values()) for r in other_seed.values()] != list(charts.values())
+    rounds, charts = _random_rounds(3, model, range(6))
+    layer_rounds = [info for r in rounds.values() for info in r["layers"].values()]
+    assert len(set(charts.values())) > 1 and any(info["switched"] for info in layer_rounds)
+    assert all(info["flipped"] < 1e-3 for info in layer_rounds)
+    _, resumed = _random_rounds(3, model, [4, 5])  # the draws depend on (seed, epoch, layer) only
+    assert resumed == {4: charts[4], 5: charts[5]}
+    _, other_seed = _random_rounds(4, model, range(6))
+    assert other_seed != charts
 
 
 def test_fit_with_selection_and_warmup_logs_the_charts():
