@@ -19,6 +19,7 @@ import hbnn_larq  # noqa: F401  (first: sets TF_USE_LEGACY_KERAS before TensorFl
 from hbnn_larq import data as data_lib
 from hbnn_larq import recipes, training
 from hbnn_larq.optimizers import POINT_UPDATES
+from hbnn_larq.precision import PRECISIONS
 from hbnn_larq.quantizers import GROUPINGS, ON_SWITCH, SELECTIONS
 from hbnn_larq.zoo import model_names
 from hbnn_larq.zoo.resnet import VARIANTS
@@ -84,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-size", type=_positive_int, help="model input side; default native (32-px data) or 224")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--strategy", choices=training.STRATEGIES, default="default")
+    p.add_argument("--precision", choices=PRECISIONS, default="float32",
+                   help="Keras dtype policy; mixed_bfloat16 pays on CPUs with AMX/avx512_bf16, GPUs and TPUs "
+                        "(quantizers and points stay float32)")
     p.add_argument("--run-dir", help="default runs/<model>-<dataset>-<quantizer>-<config hash>")
     p.add_argument("--max-train-examples", type=_positive_int, help="train on a seeded random subset")
     p.add_argument("--max-test-examples", type=_positive_int, help="evaluate on a seeded random subset")

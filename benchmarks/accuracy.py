@@ -134,6 +134,11 @@ ROWS = {
     **{f"{base}-wlr{w}": ("plugins-tune", ["--quantizer", base, "--latent-lr-multiplier", str(w)])
        for base in ("ir_net", "recu") for w in (3, 10)},
 }
+# Mixed precision: the tuned baseline and the default HBNN recipe under mixed_bfloat16, compared
+# with the same rows in float32 (their reference row, paired by seed): does bf16 keep the accuracy?
+BF16 = "-bf16"
+ROWS.update({f"{row}{BF16}": ("precision", ROWS[row][1] + ["--precision", "mixed_bfloat16"])
+             for row in ("ste-wlr10", "hbnn-m100-wlr10")})
 RADII = (0.01, 0.05, 0.1, 0.5, 1.0, 5.0)  # the paper's Table 1
 RADIUS_ROWS = {
     f"{kind}-r{r}-wlr10": ("radius", flags)
@@ -289,7 +294,7 @@ BASELINE = {"quick": "ste-wlr10", "paper": "ste", "imagenette": "ste-wlr10", "ra
 
 def is_baseline_row(row: str, protocol: str) -> bool:
     flags = rows_for(protocol).get(row, (None, []))[1]
-    return flag_value(flags, "--quantizer") == "ste_sign"
+    return flag_value(flags, "--quantizer") == "ste_sign" and flag_value(flags, "--precision", "float32") == "float32"
 
 
 def mean_accuracy(entries: list[dict]) -> float:
@@ -305,8 +310,11 @@ def baseline_row(protocol: str, by_row: dict) -> str:
 
 
 def reference_row(row: str, protocol: str, baseline: str | None = None) -> str | None:
-    """What `row` is compared with: a plug-in row `<base>+hbnn-...` with its base method, every
-    other row with the protocol's tuned baseline."""
+    """What `row` is compared with: a plug-in row `<base>+hbnn-...` with its base method, a
+    mixed-precision row `<row>-bf16` with the same row in float32, every other row with the
+    protocol's tuned baseline."""
+    if row.endswith(BF16):
+        return row[: -len(BF16)]
     return row.split("+hbnn")[0] if "+hbnn" in row else (baseline or BASELINE.get(protocol))
 
 

@@ -1,16 +1,20 @@
 """Training cost of HBNN vs the sign/STE baseline: time per step (ratio) and peak memory.
 
-Time: every variant of a model is built and compiled in ONE process; after warm-up, timed
-rounds of training steps on a fixed batch are interleaved (A B C A B C ...), so that drift of
-the machine's speed hits all variants alike; the reported figure is the median time per step and
-its ratio to the baseline. Memory: each variant trains a few steps in its own subprocess, which
-reports its peak resident set size (ru_maxrss); the ratio to the baseline's is reported.
+Time: every variant of a model, under every precision policy asked for (and with XLA if asked),
+is built and compiled in ONE process; after warm-up, timed rounds of training steps on a fixed
+batch are interleaved (A B C A B C ...), so that drift of the machine's speed hits all variants
+alike; the reported figure is the median time per step, its ratio to the sign/STE baseline of
+the same precision and mode, and its speed-up over the same variant in float32 graph mode.
+Memory: each variant trains a few steps in its own subprocess, which reports its peak resident
+set size; the ratio to the baseline's is reported.
 
 ```bash
 python benchmarks/overhead.py                       # full-width VGGSmall and ResNet18, batch 128
-python benchmarks/overhead.py --models vggsmall --batch-size 64 --rounds 5
+python benchmarks/overhead.py --models vggsmall --batch-size 64 --precision float32 mixed_bfloat16
+python benchmarks/overhead.py --models vggsmall --modes graph xla --no-memory   # XLA's cost
 ```
-Writes `benchmarks/results/overhead.json`.
+Writes `benchmarks/results/overhead.json` (or `--out`). `mixed_bfloat16` pays on CPUs with
+AMX or avx512_bf16 (the report records the CPU and its flags); elsewhere it is slower than float32.
 """
 
 from __future__ import annotations
@@ -26,9 +30,11 @@ from pathlib import Path
 
 from bench_common import RESULTS, ROOT
 VARIANTS = {"ste_sign": {}, "hbnn t=1": {"cluster_size": 1}, "hbnn t=4": {"cluster_size": 4}}
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+MODES = ("graph", "xla")
 
 
-def build(model_name: str, variant: str, batch_size: int):
+def build(model_name: str, variant: str, batch_size: int, precision: str = "float32", mode: str = "graph"):
     import hbnn_larq  # first: sets up legacy Keras before TensorFlow loads
     import numpy as np
     import tensorflow as tf
@@ -36,14 +42,15 @@ def build(model_name: str, variant: str, batch_size: int):
 
     recipe = "ste_sign" if variant == "ste_sign" else "hbnn"
     options = VARIANTS[variant]
-    model = zoo.get_model(
-        model_name, input_shape=(32, 32, 3), num_classes=10,
-        kernel_quantizer=lambda: recipes.kernel_quantizer(recipe, **options),
-        kernel_constraint=recipes.kernel_constraint(recipe),
-    )
+    with hbnn_larq.precision.policy_scope(precision):
+        model = zoo.get_model(
+            model_name, input_shape=(32, 32, 3), num_classes=10,
+            kernel_quantizer=lambda: recipes.kernel_quantizer(recipe, **options),
+            kernel_constraint=recipes.kernel_constraint(recipe),
+        )
     sgd = tf.keras.optimizers.SGD(0.1, momentum=0.9)
     optimizer = hbnn_larq.RiemannianOptimizer(sgd) if recipes.is_hyperbolic(recipe) else sgd
-    model.compile(optimizer, loss="sparse_categorical_crossentropy")
+    model.compile(optimizer, loss="sparse_categorical_crossentropy", jit_compile=mode == "xla")
     rng = np.random.default_rng(0)
     x = tf.constant(rng.normal(size=(batch_size, 32, 32, 3)).astype("float32"))
     y = tf.constant(rng.integers(0, 10, batch_size))
@@ -58,17 +65,29 @@ def time_steps(model, x, y, steps: int) -> float:
     return (time.perf_counter() - start) / steps
 
 
-def measure_time(model_name: str, batch_size: int, rounds: int, steps: int) -> dict:
-    built = {v: build(model_name, v, batch_size) for v in VARIANTS}
+def setting(precision: str, mode: str) -> str:
+    return precision if mode == "graph" else f"{precision}+xla"
+
+
+def measure_time(model_name: str, batch_size: int, rounds: int, steps: int, precisions, modes, variants) -> dict:
+    """Median seconds per step of every (precision, mode, variant), timed interleaved in one process."""
+    keys = [(p, m, v) for p in precisions for m in modes for v in variants]
+    built = {k: build(model_name, k[2], batch_size, k[0], k[1]) for k in keys}
     for model, x, y in built.values():  # warm-up: tracing and first-touch allocations
         time_steps(model, x, y, 2)
-    samples = {v: [] for v in VARIANTS}
+    samples = {k: [] for k in keys}
     for _ in range(rounds):
-        for v, (model, x, y) in built.items():
-            samples[v].append(time_steps(model, x, y, steps))
-    median = {v: statistics.median(s) for v, s in samples.items()}
-    return {v: {"seconds_per_step": median[v], "samples": samples[v],
-                "ratio_to_ste": median[v] / median["ste_sign"]} for v in VARIANTS}
+        for k, (model, x, y) in built.items():
+            samples[k].append(time_steps(model, x, y, steps))
+    median = {k: statistics.median(s) for k, s in samples.items()}
+    report = {}
+    for (p, m, v) in keys:
+        entry = {"seconds_per_step": median[(p, m, v)], "samples": samples[(p, m, v)],
+                 "ratio_to_ste": median[(p, m, v)] / median[(p, m, "ste_sign")] if "ste_sign" in variants else None}
+        if ("float32", "graph", v) in median:
+            entry["speedup_over_float32"] = median[("float32", "graph", v)] / median[(p, m, v)]
+        report.setdefault(setting(p, m), {})[v] = entry
+    return report
 
 
 def peak_rss_mb() -> float:
@@ -79,21 +98,24 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def peak_memory_child(model_name: str, variant: str, batch_size: int) -> None:
-    model, x, y = build(model_name, variant, batch_size)
+def peak_memory_child(model_name: str, variant: str, batch_size: int, precision: str) -> None:
+    model, x, y = build(model_name, variant, batch_size, precision)
     time_steps(model, x, y, 3)
     print(json.dumps({"peak_rss_mb": peak_rss_mb(), "variables_mb": sum(v.numpy().nbytes for v in model.weights) / 2**20}))
 
 
-def measure_memory(model_name: str, batch_size: int) -> dict:
+def measure_memory(model_name: str, batch_size: int, precision: str, variants) -> dict:
     peaks = {}
-    for v in VARIANTS:
+    for v in variants:
         out = subprocess.run(
-            [sys.executable, __file__, "--memory-child", model_name, v, "--batch-size", str(batch_size)],
+            [sys.executable, __file__, "--memory-child", model_name, v, "--batch-size", str(batch_size),
+             "--precision", precision],
             capture_output=True, text=True, check=True, cwd=ROOT,
         ).stdout.strip().splitlines()[-1]
         peaks[v] = json.loads(out)
-    return {v: {**peaks[v], "ratio_to_ste": peaks[v]["peak_rss_mb"] / peaks["ste_sign"]["peak_rss_mb"]} for v in VARIANTS}
+    base = peaks.get("ste_sign")
+    return {v: {**peaks[v], "ratio_to_ste": peaks[v]["peak_rss_mb"] / base["peak_rss_mb"] if base else None}
+            for v in variants}
 
 
 def main(argv=None) -> None:
@@ -102,10 +124,17 @@ def main(argv=None) -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--precision", nargs="+", choices=PRECISIONS, default=["float32", "mixed_bfloat16"],
+                        help="Keras mixed-precision policies to compare (side by side, one process)")
+    parser.add_argument("--modes", nargs="+", choices=MODES, default=["graph"],
+                        help="graph: tf.function; xla: model.compile(jit_compile=True)")
+    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
+    parser.add_argument("--no-memory", dest="memory", action="store_false", help="skip the peak-memory subprocesses")
+    parser.add_argument("--out", type=Path, default=RESULTS / "overhead.json")
     parser.add_argument("--memory-child", nargs=2, metavar=("MODEL", "VARIANT"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.memory_child:
-        peak_memory_child(*args.memory_child, args.batch_size)
+        peak_memory_child(*args.memory_child, args.batch_size, args.precision[0])
         return
 
     import hbnn_larq  # noqa: F401  (legacy Keras set-up before TensorFlow loads)
@@ -114,17 +143,26 @@ def main(argv=None) -> None:
     report = {"batch_size": args.batch_size, "rounds": args.rounds, "steps_per_round": args.steps,
               "machine": machine(), "models": {}}
     for name in args.models:
-        report["models"][name] = {"time": measure_time(name, args.batch_size, args.rounds, args.steps),
-                                  "memory": measure_memory(name, args.batch_size)}
-    out = RESULTS / "overhead.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=1))
-    print(f"machine: {report['machine']}; batch {args.batch_size}")
-    print(f"{'model':10s} {'variant':10s} {'s/step':>8s} {'x STE':>6s} {'peak MB':>8s} {'x STE':>6s}")
+        report["models"][name] = {
+            "time": measure_time(name, args.batch_size, args.rounds, args.steps, args.precision, args.modes,
+                                 args.variants),
+            "memory": {p: measure_memory(name, args.batch_size, p, args.variants) for p in args.precision}
+            if args.memory else {}}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=1))
+    print(f"machine: {report['machine']['cpu_model']}, {report['machine']['cores']} cores "
+          f"(bf16 CPU flags: {' '.join(report['machine']['bf16_cpu_flags']) or 'none'}); batch {args.batch_size}")
+    print(f"{'model':10s} {'precision':20s} {'variant':10s} {'s/step':>8s} {'img/s':>7s} {'x STE':>6s} "
+          f"{'vs fp32':>7s} {'peak MB':>8s}")
     for name, parts in report["models"].items():
-        for v in VARIANTS:
-            t, m = parts["time"][v], parts["memory"][v]
-            print(f"{name:10s} {v:10s} {t['seconds_per_step']:8.3f} {t['ratio_to_ste']:6.2f} {m['peak_rss_mb']:8.0f} {m['ratio_to_ste']:6.2f}")
+        for precision, by_variant in parts["time"].items():
+            for v, t in by_variant.items():
+                m = parts["memory"].get(precision, {}).get(v, {})
+                ratio = f"{t['ratio_to_ste']:6.2f}" if t["ratio_to_ste"] is not None else f"{'-':>6s}"
+                speedup = f"{t['speedup_over_float32']:6.2f}x" if "speedup_over_float32" in t else f"{'-':>7s}"
+                peak = f"{m['peak_rss_mb']:8.0f}" if m else f"{'-':>8s}"
+                print(f"{name:10s} {precision:20s} {v:10s} {t['seconds_per_step']:8.3f} "
+                      f"{args.batch_size / t['seconds_per_step']:7.1f} {ratio} {speedup} {peak}")
 
 
 if __name__ == "__main__":

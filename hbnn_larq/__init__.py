@@ -8,7 +8,7 @@ from hbnn_larq._keras import ensure_legacy_keras
 
 ensure_legacy_keras()
 
-from hbnn_larq import constraints, geometry, optimizers, recipes  # noqa: E402
+from hbnn_larq import constraints, geometry, optimizers, precision, recipes  # noqa: E402
 from hbnn_larq.constraints import PoincareBallConstraint  # noqa: E402
 from hbnn_larq.export import bake_quantized_kernels, convert_keras_model, op_names  # noqa: E402
 from hbnn_larq.flips import FlipRateMonitor  # noqa: E402
@@ -43,6 +43,7 @@ __all__ = [
     "hyperbolic_quantizers",
     "op_names",
     "optimizers",
+    "precision",
     "recipes",
     "scheduled_quantizers",
     "zoo",

@@ -6,6 +6,11 @@ replaced by its quantized value and its kernel quantizer replaced by the identit
 converter sees a constant binary filter (it checks filters for \\(\\pm\\alpha_o\\) values, it does
 not pattern-match the quantizer). This avoids the silent float fallback of TensorFlow's constant
 folding for kernels above 1 MiB (see `docs` / larq-notes §7), and drops the training-only points.
+
+The copy is always float32: a model built or trained under a mixed precision policy
+(`mixed_bfloat16`, `mixed_float16`) is rebuilt with every layer's dtype policy set to float32
+and its (float32) weights copied, since LCE converts float32 models only. The flatbuffer is the
+same 1-bit model either way.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import larq as lq
 import numpy as np
 import tensorflow as tf
 
+from hbnn_larq.precision import policy_scope
 from hbnn_larq.quantizers import _all_layers
 
 BINARY_CONV_OP = "LceBconv2d"
@@ -41,25 +47,50 @@ def bake_quantized_kernels(model: tf.keras.Model) -> tf.keras.Model:
     """A copy of `model` whose weight-quantized layers hold their quantized kernels as constants.
 
     The copy computes the same function at inference, has no quantizer state (points, active
-    index), and converts to a model whose binarized convs are all `LceBconv2d`.
+    index), is float32 whatever policy `model` was built under, and converts to a model whose
+    binarized convs are all `LceBconv2d`.
     """
     baked_names = set()
 
     def clone_layer(layer):
-        if getattr(layer, "kernel_quantizer", None) is None:
-            return layer.__class__.from_config(layer.get_config())
-        config = layer.get_config()
-        config.update(kernel_quantizer=None, kernel_constraint=None)
-        baked_names.add(layer.name)
+        config = float32_config(layer.get_config())
+        if getattr(layer, "kernel_quantizer", None) is not None:
+            config.update(kernel_quantizer=None, kernel_constraint=None)
+            baked_names.add(layer.name)
         return layer.__class__.from_config(config)
 
-    clone = tf.keras.models.clone_model(model, clone_function=clone_layer)
+    with policy_scope("float32"):
+        clone = tf.keras.models.clone_model(model, clone_function=clone_layer)
     for source, target in zip(_all_layers(model), _all_layers(clone)):
         if source.name in baked_names:
             _copy_weights(source, target, kernel=quantized_kernel(source))
         else:
             target.set_weights(source.get_weights())
     return clone
+
+
+_REDUCED_PRECISION = ("mixed_bfloat16", "mixed_float16", "bfloat16", "float16")
+
+
+def float32_config(config):
+    """A layer (or nested model) config with every reduced-precision dtype policy set to float32."""
+    if isinstance(config, list):
+        return [float32_config(item) for item in config]
+    if not isinstance(config, dict):
+        return config
+    result = {}
+    for key, value in config.items():
+        if key == "dtype" and _policy_name(value) in _REDUCED_PRECISION:
+            result[key] = "float32"
+        else:
+            result[key] = float32_config(value)
+    return result
+
+
+def _policy_name(dtype):
+    if isinstance(dtype, dict) and dtype.get("class_name") in ("Policy", "DTypePolicy"):
+        return dtype.get("config", {}).get("name")
+    return dtype if isinstance(dtype, str) else None
 
 
 def _copy_weights(source, target, kernel: np.ndarray) -> None:

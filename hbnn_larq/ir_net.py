@@ -155,9 +155,7 @@ class IRNetSign(ScheduledQuantizer):
         lo, hi = math.log10(self.t_min), math.log10(self.t_max)
         return 10.0 ** (lo + fraction * (hi - lo))
 
-    def call(self, inputs):
-        if not inputs.dtype.is_floating:
-            raise ValueError(f"IRNetSign needs a floating-point kernel, got dtype {inputs.dtype.name}.")
+    def quantize(self, inputs):
         balanced = standardize(inputs, self.epsilon)
         axes = list(range(inputs.shape.rank - 1))
         mean_abs = tf.reduce_mean(tf.abs(balanced), axis=axes, keepdims=True)

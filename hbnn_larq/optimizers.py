@@ -7,8 +7,13 @@ model.compile(opt, loss=...)
 
 Variables whose `constraint` is a `PoincareBallConstraint` (the points of `HyperbolicSign`) get a
 Riemannian step on their ball; every other variable is handed to the wrapped optimizer untouched
-(its momentum, weight decay, clipping and learning-rate schedule apply as usual). Points get no
+(its momentum, weight decay and learning-rate schedule apply as usual). Points get no
 momentum and no weight decay (decay would pull them to the origin, i.e. back to a plain BNN).
+
+Mixed precision: under `mixed_float16` Keras wraps the optimizer given to `compile` in a
+`LossScaleOptimizer`, which unscales every gradient (the points' too) before it reaches this
+wrapper and skips steps with non-finite gradients. The points are float32 variables under every
+policy (`hbnn_larq.precision`).
 
 The points' step is the wrapped optimizer's scheduled learning rate times a multiplier: by default
 each point's own (`PoincareBallConstraint.point_lr_multiplier`, which `HyperbolicSign` sets from
@@ -23,6 +28,9 @@ import tensorflow as tf
 from hbnn_larq.constraints import ball_constraint_of, checked_point_lr_multiplier
 
 POINT_UPDATES = ("rsgd", "mobius")
+# Optimizer options that belong to the wrapped optimizer: the wrapper takes none of them itself.
+_INNER_OPTIONS = ("clipnorm", "clipvalue", "global_clipnorm", "use_ema", "ema_momentum", "ema_overwrite_frequency",
+                  "weight_decay")
 # The points' step (x the scheduled LR) of sign-based HBNN: measured best of 1 and 100 on the
 # quick protocol, in line with the independent implementation's 30-300 (README, results).
 POINT_LR_MULTIPLIER = 100.0
@@ -51,6 +59,12 @@ class RiemannianOptimizer(tf.keras.optimizers.Optimizer):
     because it is the exact Riemannian gradient step, is defined for every gradient, and its
     scale is set by one knob, the point's multiplier.
 
+    Gradient clipping set on the wrapped optimizer (`clipnorm`, `clipvalue`, `global_clipnorm`)
+    applies to the points' Euclidean gradients too, as it would to any variable: `clipnorm` per
+    point, `global_clipnorm` over all gradients, points included. The wrapped optimizer's
+    exponential moving average (`use_ema=True`) is rejected: it would average the latent
+    kernels but never the points, and swap in averaged kernels that belong to other points.
+
     # Arguments
     optimizer: the wrapped `tf.keras.optimizers.Optimizer` (e.g. SGD with momentum, Adam).
     point_lr_multiplier: the points' step size as a multiple of the wrapped optimizer's
@@ -62,6 +76,10 @@ class RiemannianOptimizer(tf.keras.optimizers.Optimizer):
         a sign/STE baseline; see the README's benchmark section for how the defaults were chosen.
     point_update: `"rsgd"` or `"mobius"`.
     name: name of the optimizer.
+
+    # Raises
+    ValueError: for an `optimizer` that is not a Keras optimizer or uses `use_ema=True`, and for
+        clipping, weight decay or EMA options given to the wrapper instead of the wrapped optimizer.
 
     # References
     - Bécigneul, Ganea, Riemannian Adaptive Optimization Methods, ICLR 2019.
@@ -85,6 +103,18 @@ class RiemannianOptimizer(tf.keras.optimizers.Optimizer):
             )
         if point_update not in POINT_UPDATES:
             raise ValueError(f"`point_update` must be one of {POINT_UPDATES}, got {point_update!r}.")
+        if optimizer.use_ema:
+            raise ValueError(
+                "RiemannianOptimizer does not support `use_ema=True` on the wrapped optimizer: the moving "
+                "average would cover the latent kernels but not the points. Use use_ema=False.")
+        kwargs.pop("is_legacy_optimizer", None)  # added by tf.keras.optimizers.serialize
+        misplaced = sorted(k for k in kwargs if k in _INNER_OPTIONS)
+        unknown = sorted(k for k in kwargs if k not in _INNER_OPTIONS + ("jit_compile",))
+        if misplaced or unknown:
+            raise ValueError(
+                f"RiemannianOptimizer got option(s) {', '.join(misplaced + unknown)}; it takes `optimizer`, "
+                "`point_lr_multiplier`, `point_update` and `name`. Set clipping, weight decay and EMA on the "
+                "wrapped optimizer (clipping then applies to the points too).")
         self._optimizer = optimizer
         self.point_lr_multiplier = checked_point_lr_multiplier(point_lr_multiplier)
         self.point_update = point_update
@@ -95,9 +125,6 @@ class RiemannianOptimizer(tf.keras.optimizers.Optimizer):
         return self._optimizer
 
     # The wrapped optimizer owns the step counter and the learning rate.
-    def _create_iteration_variable(self):
-        pass
-
     @property
     def iterations(self):
         return self._optimizer.iterations
@@ -149,33 +176,53 @@ class RiemannianOptimizer(tf.keras.optimizers.Optimizer):
 
     def point_learning_rate(self, point) -> tf.Tensor:
         """The current step size of `point`: the scheduled learning rate times `multiplier_of(point)`."""
-        return self._current_learning_rate() * self.multiplier_of(point)
+        return self.current_learning_rate() * self.multiplier_of(point)
 
-    def _current_learning_rate(self) -> tf.Tensor:
+    def current_learning_rate(self) -> tf.Tensor:
+        """The wrapped optimizer's learning rate of its latest step (schedules evaluated), float32.
+
+        Keras evaluates a schedule at the start of every `apply_gradients`; `apply_gradients`
+        below runs the wrapped optimizer first, so that the points' step reads this step's value.
+        """
+        return tf.cast(self._optimizer.learning_rate, tf.float32)
+
+    def clip_gradients(self, grads: list) -> list:
+        """`grads` clipped as the wrapped optimizer clips its own (`clipnorm` per tensor,
+        `global_clipnorm` over the list, `clipvalue` elementwise), None entries kept."""
         inner = self._optimizer
-        lr = inner._learning_rate
-        if isinstance(lr, tf.keras.optimizers.schedules.LearningRateSchedule):
-            lr = lr(inner.iterations)
-        return tf.cast(lr, tf.float32)
+        present = [g for g in grads if g is not None]
+        if inner.clipnorm:
+            present = [tf.clip_by_norm(g, inner.clipnorm) for g in present]
+        if inner.global_clipnorm:
+            present, _ = tf.clip_by_global_norm(present, inner.global_clipnorm)
+        if inner.clipvalue:
+            present = [tf.clip_by_value(g, -inner.clipvalue, inner.clipvalue) for g in present]
+        clipped = iter(present)
+        return [None if g is None else next(clipped) for g in grads]
 
     def apply_gradients(self, grads_and_vars, name=None, skip_gradients_aggregation=False, **kwargs):
         grads_and_vars = [(g, v) for g, v in grads_and_vars]
+        if not skip_gradients_aggregation and kwargs.pop("experimental_aggregate_gradients", True):
+            grads_and_vars = self._optimizer.aggregate_gradients(grads_and_vars)
+        # Clip everything together (the global norm covers the points); the wrapped optimizer's
+        # own clipping of the rest is then a no-op (clipping is idempotent).
+        grads = self.clip_gradients([g for g, _ in grads_and_vars])
+        grads_and_vars = list(zip(grads, [v for _, v in grads_and_vars]))
         points = [(g, v) for g, v in grads_and_vars if g is not None and ball_constraint_of(v) is not None]
         others = [(g, v) for g, v in grads_and_vars if ball_constraint_of(v) is None]
+        # First the wrapped optimizer (with no variables it only evaluates its schedule): its
+        # learning rate is then this step's, and its step counter advances once.
+        self._optimizer.apply_gradients(others, name=name, skip_gradients_aggregation=True, **kwargs)
         if points:
-            if not skip_gradients_aggregation and kwargs.get("experimental_aggregate_gradients", True):
-                points = self._optimizer.aggregate_gradients(points)
             tf.__internal__.distribute.interim.maybe_merge_call(
                 self._distributed_point_update,
                 self._optimizer._distribution_strategy,
                 points,
-                self._current_learning_rate(),
+                self.current_learning_rate(),
             )
         if not others:
-            return self._optimizer.iterations.assign_add(1)
-        return self._optimizer.apply_gradients(
-            others, name=name, skip_gradients_aggregation=skip_gradients_aggregation, **kwargs
-        )
+            self._optimizer.iterations.assign_add(1)
+        return self._optimizer.iterations
 
     def _distributed_point_update(self, distribution, points, lr):
         for grad, var in points:
@@ -207,3 +254,48 @@ class RiemannianOptimizer(tf.keras.optimizers.Optimizer):
         config = dict(config)
         config["optimizer"] = tf.keras.optimizers.deserialize(config["optimizer"], custom_objects=custom_objects)
         return cls(**config)
+
+
+def _innermost(optimizer):
+    """The optimizer that owns the slots: `optimizer` unwrapped from every `inner_optimizer`
+    (`LossScaleOptimizer`, `RiemannianOptimizer`)."""
+    while getattr(optimizer, "inner_optimizer", None) is not None:
+        optimizer = optimizer.inner_optimizer
+    return optimizer
+
+
+def slot_variables(optimizer, variable) -> list:
+    """The optimizer's state for `variable`: momentum (SGD), first and second moments (Adam) ...
+
+    `optimizer` may be wrapped (`LossScaleOptimizer`, `RiemannianOptimizer`); `variable` is one
+    the optimizer was built with (e.g. a larq `QuantizedVariable`, `layer.kernel`). Keras 2
+    optimizers keep every kind of slot in a list ordered like the variables they were built
+    with, and slot *names* are not unique (two layers' kernels may both give `m/kernel`), so the
+    slots are found by position: element `i` of every such list, `i` the variable's position.
+    An optimizer that was not built yet, or does not know `variable`, has no slots for it.
+    """
+    inner = _innermost(optimizer)
+    index = getattr(inner, "_index_dict", {}).get(inner._var_key(variable))
+    if index is None:
+        return []
+    count = len(inner._index_dict)
+    slot_lists = [value for name, value in vars(inner).items()
+                  if not name.startswith("__") and isinstance(value, (list, tuple)) and len(value) == count
+                  and all(isinstance(v, tf.Variable) for v in value)]
+    return [slots[index] for slots in slot_lists]
+
+
+def reset_slots(optimizer, variable) -> int:
+    """Zero the optimizer's slot variables of `variable`; returns how many were reset.
+
+    `hbnn_larq.ChartSelection` calls it when an EPC layer switches chart with
+    `on_switch="reexpress"`: the latent kernel is rewritten in the new chart's coordinates, and
+    a momentum (or an Adam moment) accumulated in the old chart's coordinates would push it in a
+    direction that no longer means what it meant. Transporting it exactly would need the chart
+    change's Jacobian for SGD and has no exact form for Adam's second moment; a momentum of 0.9
+    forgets in about ten steps anyway, so the slots start afresh.
+    """
+    slots = slot_variables(optimizer, variable)
+    for slot in slots:
+        slot.assign(tf.zeros_like(slot))
+    return len(slots)

@@ -16,6 +16,7 @@ import tensorflow as tf
 from hbnn_larq.constraints import PoincareBallConstraint, checked_point_lr_multiplier
 from hbnn_larq.geometry import PoincareBall
 from hbnn_larq.optimizers import POINT_LR_MULTIPLIER, STANDARDIZED_BASE_POINT_LR_MULTIPLIER
+from hbnn_larq.precision import FullPrecisionQuantizer
 
 GROUPINGS = ("layer", "channel")
 SELECTIONS = ("loss", "geometric", "nearest", "flips", "random", "never")
@@ -43,7 +44,7 @@ class _PointInitializer:
 
 @lq.utils.register_alias("hyperbolic_sign")
 @lq.utils.register_keras_custom_object
-class HyperbolicSign(lq.quantizers.Quantizer):
+class HyperbolicSign(FullPrecisionQuantizer):
     """Binarize a latent kernel through the exponential map of the Poincaré ball (HBNN).
 
     The latent kernel \\(\\tilde w\\) (each group of weights, by default the whole layer, is
@@ -105,7 +106,9 @@ class HyperbolicSign(lq.quantizers.Quantizer):
         points ran to the boundary and fixed the signs (README, "Inside the map").
 
     # Returns
-    The binary kernel, exactly \\(\\pm 1\\).
+    The binary kernel, exactly \\(\\pm 1\\), in the dtype of the kernel it is given. Under a mixed
+    precision policy the map is computed in float32 and the points are float32 variables
+    (`hbnn_larq.precision.FullPrecisionQuantizer`).
 
     # References
     - Chen et al., Hyperbolic Binary Neural Network, IEEE TNNLS 2024, arXiv 2501.03471.
@@ -222,10 +225,8 @@ class HyperbolicSign(lq.quantizers.Quantizer):
             return self.manifold.boundary_map(point, latent)
         return self.manifold.expmap(point, latent)
 
-    def call(self, inputs):
-        if not inputs.dtype.is_floating:
-            raise ValueError(f"HyperbolicSign needs a floating-point kernel, got dtype {inputs.dtype.name}.")
-        constrained = self.project(inputs, self.active_point)
+    def quantize(self, inputs):
+        constrained = self.project(inputs, tf.cast(self.active_point, inputs.dtype))
         if self.base is not None:
             return self.base(constrained)
         return lq.quantizers.ste_sign(constrained, clip_value=None)

@@ -114,9 +114,7 @@ class ReCUSign(ScheduledQuantizer):
         fraction = _check_fraction(fraction)
         return self.tau_min + (self.tau_max - self.tau_min) * (math.exp(fraction) - 1.0) / (math.e - 1.0)
 
-    def call(self, inputs):
-        if not inputs.dtype.is_floating:
-            raise ValueError(f"ReCUSign needs a floating-point kernel, got dtype {inputs.dtype.name}.")
+    def quantize(self, inputs):
         w1 = standardize(inputs, self.epsilon) * (2.0 * math.sqrt(2.0))
         tau = tf.cast(tf.convert_to_tensor(self.tau), inputs.dtype)
         q_tau = tf.stop_gradient(-tf.reduce_mean(tf.abs(w1)) * tf.math.log(2.0 - 2.0 * tau))

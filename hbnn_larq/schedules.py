@@ -12,8 +12,9 @@ model.fit(x, y, epochs=300, callbacks=[hbnn_larq.QuantizerSchedule(300)])
 
 from __future__ import annotations
 
-import larq as lq
 import tensorflow as tf
+
+from hbnn_larq.precision import FullPrecisionQuantizer
 
 
 def scheduled_quantizers(model: tf.keras.Model) -> list:
@@ -36,10 +37,11 @@ def scheduled_quantizers(model: tf.keras.Model) -> list:
     return found
 
 
-class ScheduledQuantizer(lq.quantizers.Quantizer):
+class ScheduledQuantizer(FullPrecisionQuantizer):
     """Base of the quantizers with a per-epoch schedule (`IRNetSign`'s \\(t\\), `ReCUSign`'s
     \\(\\tau\\)): one scalar, non-trainable variable, saved with the model and read by the traced
-    graph, that `set_progress(f)` sets to `schedule_value(f)`.
+    graph, that `set_progress(f)` sets to `schedule_value(f)`. Like every quantizer of this
+    package it computes in float32 under mixed precision (`quantize`, see `FullPrecisionQuantizer`).
 
     Subclasses define `schedule_value(fraction)` (which checks `fraction`), name the attribute
     holding the variable in `schedule_attribute`, and create it in `build` with

@@ -23,7 +23,8 @@ Every criterion scores chart \\(j\\) by the current \\(\\tilde w\\) mapped throu
 switch adopts with `on_switch="keep"`. With the default `on_switch="reexpress"` the switch
 rewrites \\(\\tilde w\\) so that the binary kernel does not change; the choice then only decides which
 point the following steps train through (measured 2-3 points better than `"keep"`; README, "EPC's
-chart switches").
+chart switches"), and the layer's optimizer slots (momentum) are reset, since they hold a
+direction in the old chart's coordinates (`hbnn_larq.optimizers.reset_slots`).
 
 Selection runs at the start of every `every`-th epoch (including the first). During the first
 `warmup_epochs` epochs the active chart is drawn uniformly at random for every batch, so that
@@ -40,6 +41,7 @@ import tensorflow as tf
 
 from hbnn_larq._atomic import write_json
 from hbnn_larq.export import quantized_kernel
+from hbnn_larq.optimizers import reset_slots
 from hbnn_larq.quantizers import hyperbolic_quantizers
 
 
@@ -122,6 +124,8 @@ class ChartSelection(tf.keras.callbacks.Callback):
             choice = int(np.argmin(scores))
             switched = choice != int(q.active_index.numpy())
             q.set_active(choice, layer.kernel)
+            if switched and q.on_switch == "reexpress":
+                self._reset_optimizer_state(layer.kernel)
             flipped = float(np.mean(np.sign(quantized_kernel(layer)) != np.sign(before))) if switched else 0.0
             record["layers"][layer.name] = {"index": choice, "switched": switched, "scores": [float(s) for s in scores],
                                             "flipped": flipped}
@@ -133,6 +137,12 @@ class ChartSelection(tf.keras.callbacks.Callback):
         if self.history_path is not None:
             write_json(self.history_path, self.history)
         return record
+
+    def _reset_optimizer_state(self, latent) -> None:
+        """A re-expressed latent kernel starts with fresh optimizer slots (`optimizers.reset_slots`)."""
+        optimizer = getattr(self.model, "optimizer", None)
+        if optimizer is not None:
+            reset_slots(optimizer, latent)
 
     def _scores(self, layer, quantizer, epoch: int, position: int) -> np.ndarray:
         """Lower is better: the probe loss, random draws, or the quantizer's geometric score."""

@@ -59,6 +59,7 @@ from hbnn_larq.constraints import ball_constraint_of
 from hbnn_larq.export import convert_keras_model
 from hbnn_larq.flips import FlipRateMonitor
 from hbnn_larq.optimizers import POINT_UPDATES, RiemannianOptimizer
+from hbnn_larq.precision import PRECISIONS, policy_scope
 from hbnn_larq.quantizers import GROUPINGS, ON_SWITCH, SELECTIONS, _all_layers
 from hbnn_larq.schedules import QuantizerSchedule
 from hbnn_larq.selection import ChartSelection
@@ -68,7 +69,7 @@ STRATEGIES = ("default", "mirrored", "multiworker")
 _NOT_HASHED = ("run_dir", "export", "verbose", "overwrite", "download", "run_eagerly")
 # Fields added after runs existed, with the value earlier configs implied: left out of the hash at
 # that value, so re-running an old command still finds (and resumes) its old run directory.
-_ADDED_LATER = {"variant": None, "on_switch": "keep"}
+_ADDED_LATER = {"variant": None, "on_switch": "keep", "precision": "float32"}
 # Recipes whose defaults changed after runs existed (hbnn-boundary: r = 1 and latent x1 until
 # 2026-11-24): their configs hash the resolved r and latent step, not None, so a config that leaves
 # them to the recipe neither resumes a run made with the old defaults nor shares its directory.
@@ -109,6 +110,7 @@ class TrainConfig:
     image_size: int | None = None
     seed: int = 0
     strategy: str = "default"
+    precision: str = "float32"
     run_dir: str | None = None
     max_train_examples: int | None = None
     max_test_examples: int | None = None
@@ -133,6 +135,7 @@ class TrainConfig:
         _choice("on_switch", self.on_switch, ON_SWITCH)
         _choice("grouping", self.grouping, GROUPINGS)
         _choice("strategy", self.strategy, STRATEGIES)
+        _choice("precision", self.precision, PRECISIONS)
         counts = ("epochs", "batch_size", "cluster_size", "image_size", "max_train_examples", "max_test_examples")
         for name, least in [(name, 1) for name in counts] + [("seed", 0)]:
             value = getattr(self, name)
@@ -400,7 +403,10 @@ def machine() -> dict:
     except OSError:
         pass
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {"cpu_model": cpu, "cores": usable, "platform": platform.platform(), "hostname": platform.node()}
+    from hbnn_larq.precision import cpu_bf16_flags
+
+    return {"cpu_model": cpu, "cores": usable, "bf16_cpu_flags": cpu_bf16_flags(), "platform": platform.platform(),
+            "hostname": platform.node()}
 
 
 def standalone_copy(model: tf.keras.Model, weights) -> tf.keras.Model:
@@ -472,7 +478,8 @@ def train(config: TrainConfig, *, model_fn=None) -> dict:
                  f"test, {dataset.num_classes} classes, {dataset.image_size} px)")
 
     with strategy.scope():
-        model = (model_fn or build_model)(config, dataset)
+        with policy_scope(config.precision):  # the model keeps its layers' policy after the block
+            model = (model_fn or build_model)(config, dataset)
         schedule = learning_rate_schedule(config.lr, epochs, dataset.steps_per_epoch, warmup)
         model.compile(make_optimizer(config, model, schedule, weight_decay),
                       loss="sparse_categorical_crossentropy", metrics=["accuracy"], run_eagerly=config.run_eagerly)

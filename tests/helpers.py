@@ -10,10 +10,8 @@ import hbnn_larq
 
 
 def binary_conv(filters, quantizer, **kwargs):
-    return lq.layers.QuantConv2D(
-        filters, 3, padding="same", pad_values=1.0, use_bias=False,
-        input_quantizer="approx_sign", kernel_quantizer=quantizer, **kwargs,
-    )
+    options = {"padding": "same", "pad_values": 1.0, "use_bias": False, "input_quantizer": "approx_sign", **kwargs}
+    return lq.layers.QuantConv2D(filters, 3, kernel_quantizer=quantizer, **options)
 
 
 def tiny_model(quantizer="hyperbolic_sign", channels=(32, 32), input_shape=(8, 8, 16), classes=4, bn_momentum=0.9):

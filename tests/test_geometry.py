@@ -1,7 +1,7 @@
 """Tests for `hbnn_larq.geometry`: the Poincaré ball D_r^n = {x : r‖x‖² < 1}.
 
 Oracles
-- an independent float64 NumPy reference written below from the formulas of
+- an independent float64 NumPy reference (`tests/reference.py`) written from the formulas of
   docs/hbnn-digest.md §1 (conformal factor, Möbius addition / scalar multiplication, exp map,
   log map with the corrected prefactor 2/(√r·λ_p), distance, Riemannian gradient g/λ²);
 - tensorflow-riemopt's `Poincare(k)` manifold (test-only). Its `k` is our `r` (its ball is
@@ -23,57 +23,8 @@ from hypothesis import strategies as st
 
 from hbnn_larq import geometry
 from hbnn_larq.geometry import PoincareBall
-
-# ---------------------------------------------------------------------------------------------
-# Independent float64 reference (1-D vectors), digest §1
-# ---------------------------------------------------------------------------------------------
-
-
-def ref_lambda(x, r):
-    return 2.0 / (1.0 - r * np.dot(x, x))
-
-
-def ref_mobius_add(x, y, r):
-    xy, x2, y2 = np.dot(x, y), np.dot(x, x), np.dot(y, y)
-    num = (1.0 + 2.0 * r * xy + r * y2) * x + (1.0 - r * x2) * y
-    return num / (1.0 + 2.0 * r * xy + r * r * x2 * y2)
-
-
-def ref_scalar_mul(c, x, r):
-    n = np.linalg.norm(x)
-    if n == 0.0:
-        return np.zeros_like(x)
-    return np.tanh(c * np.arctanh(math.sqrt(r) * n)) * x / (math.sqrt(r) * n)
-
-
-def ref_expmap(p, v, r):
-    n = np.linalg.norm(v)
-    if n == 0.0:
-        return p.copy()
-    sr = math.sqrt(r)
-    return ref_mobius_add(p, np.tanh(sr * ref_lambda(p, r) * n / 2.0) * v / (sr * n), r)
-
-
-def ref_expmap0(v, r):
-    return ref_expmap(np.zeros_like(v), v, r)
-
-
-def ref_logmap(p, q, r):
-    u = ref_mobius_add(-p, q, r)
-    n = np.linalg.norm(u)
-    if n == 0.0:
-        return np.zeros_like(u)
-    sr = math.sqrt(r)
-    return 2.0 / (sr * ref_lambda(p, r)) * np.arctanh(sr * n) * u / n
-
-
-def ref_dist(x, y, r):
-    return 2.0 / math.sqrt(r) * np.arctanh(math.sqrt(r) * np.linalg.norm(ref_mobius_add(-x, y, r)))
-
-
-def ref_rgrad(x, g, r):
-    return g / ref_lambda(x, r) ** 2
-
+from tests.reference import (ref_dist, ref_expmap, ref_expmap0, ref_lambda, ref_logmap, ref_mobius_add,  # noqa: F401
+                             ref_rgrad, ref_scalar_mul)
 
 # ---------------------------------------------------------------------------------------------
 # Helpers

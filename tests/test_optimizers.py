@@ -5,24 +5,13 @@ import tensorflow as tf
 import hbnn_larq
 from hbnn_larq import HyperbolicSign, PoincareBall, RiemannianOptimizer
 from tests.helpers import compile_hbnn, random_data, tiny_model
+from tests.reference import ref_expmap as np_expmap
+from tests.reference import ref_lambda as np_lambda
+from tests.reference import ref_mobius_add as np_mobius_add
 
 
 def point_variables(model):
     return [p for _, q in hbnn_larq.hyperbolic_quantizers(model) for p in q.points]
-
-
-def np_lambda(p, r):
-    return 2 / (1 - r * np.sum(p * p))
-
-
-def np_mobius_add(x, y, r):
-    xy, x2, y2 = np.sum(x * y), np.sum(x * x), np.sum(y * y)
-    return ((1 + 2 * r * xy + r * y2) * x + (1 - r * x2) * y) / (1 + 2 * r * xy + r**2 * x2 * y2)
-
-
-def np_expmap(p, v, r):
-    nv = np.linalg.norm(v)
-    return np_mobius_add(p, np.tanh(np.sqrt(r) * np_lambda(p, r) * nv / 2) * v / (np.sqrt(r) * nv), r)
 
 
 def point_and_gradient(quantizer, seed):
@@ -124,9 +113,15 @@ def test_point_learning_rate_follows_the_schedule():
     q = HyperbolicSign()
     q.build((4,))
     for step in range(3):
-        expected = 2.0 * float(schedule(step))
-        assert float(opt.point_learning_rate(q.points[0])) == pytest.approx(expected, rel=1e-6)
-        opt.apply_gradients([(tf.ones((4,)) * 1e-3, q.points[0])])
+        before = q.points[0].numpy().astype(np.float64)
+        grad = np.full(4, 1e-3)
+        opt.apply_gradients([(tf.constant(grad, tf.float32), q.points[0])])
+        # The step just applied used the schedule's value at that step, times the multiplier.
+        lr = 2.0 * float(schedule(step))
+        assert float(opt.point_learning_rate(q.points[0])) == pytest.approx(lr, rel=1e-6)
+        expected = np_expmap(before, -lr * grad / np_lambda(before, 0.05) ** 2, 0.05)
+        np.testing.assert_allclose(q.points[0].numpy(), expected, rtol=1e-5, atol=1e-9)
+    assert int(opt.iterations.numpy()) == 3
 
 
 @pytest.mark.parametrize(

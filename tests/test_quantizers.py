@@ -6,6 +6,7 @@ import tensorflow as tf
 import hbnn_larq
 from hbnn_larq import HyperbolicSign, PoincareBall
 from tests.helpers import binary_conv, tiny_model
+from tests.reference import ref_expmap
 
 
 def built(q, shape=(3, 3, 4, 8)):
@@ -14,13 +15,8 @@ def built(q, shape=(3, 3, 4, 8)):
 
 
 def np_expmap64(p, v, r):
-    """float64 NumPy exp map of one vector (hbnn-digest §1), independent of the library."""
-    p, v = p.ravel().astype(np.float64), v.ravel().astype(np.float64)
-    lam = 2 / (1 - r * p @ p)
-    nv = np.linalg.norm(v)
-    q = np.tanh(np.sqrt(r) * lam * nv / 2) * v / (np.sqrt(r) * nv) if nv > 0 else 0 * v
-    num = (1 + 2 * r * p @ q + r * q @ q) * p + (1 - r * p @ p) * q
-    return num / (1 + 2 * r * p @ q + r**2 * (p @ p) * (q @ q))
+    """The float64 reference exp map (`tests/reference.py`) of one kernel-shaped vector, flattened."""
+    return ref_expmap(p.ravel().astype(np.float64), v.ravel().astype(np.float64), r)
 
 
 @pytest.mark.parametrize(

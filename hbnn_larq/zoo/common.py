@@ -163,9 +163,13 @@ def classifier(x, num_classes, *, classifier_activation, kernel_initializer="glo
     """The full-precision classifier `Dense(num_classes)` ("logits"), then `classifier_activation`.
 
     The softmax is a separate layer ("predictions"), as in larq-zoo, so `classifier_activation=None`
-    gives logits (train with `from_logits=True`).
+    gives logits (train with `from_logits=True`). Under a mixed precision policy the outputs are
+    float32 (Keras' guidance: a 16-bit softmax or loss loses precision): the "predictions" layer
+    is float32, and with `classifier_activation=None` a float32 identity layer of that name is added.
     """
     x = tf.keras.layers.Dense(num_classes, kernel_initializer=kernel_initializer, name="logits")(x)
     if classifier_activation is not None:
-        x = tf.keras.layers.Activation(classifier_activation, name="predictions")(x)
+        x = tf.keras.layers.Activation(classifier_activation, dtype="float32", name="predictions")(x)
+    elif tf.keras.mixed_precision.global_policy().compute_dtype != "float32":
+        x = tf.keras.layers.Activation("linear", dtype="float32", name="predictions")(x)
     return x
