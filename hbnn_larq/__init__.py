@@ -8,8 +8,8 @@ from hbnn_larq._keras import ensure_legacy_keras
 
 ensure_legacy_keras()
 
-from hbnn_larq import constraints, geometry, optimizers, precision, recipes  # noqa: E402
-from hbnn_larq.constraints import PoincareBallConstraint  # noqa: E402
+from hbnn_larq import geometry, manifold_parameters, optimizers, precision, utils  # noqa: E402
+from hbnn_larq.manifold_parameters import PoincareBallConstraint  # noqa: E402
 from hbnn_larq.export import bake_quantized_kernels, convert_keras_model, op_names  # noqa: E402
 from hbnn_larq.flips import FlipRateMonitor  # noqa: E402
 from hbnn_larq.geometry import PoincareBall  # noqa: E402
@@ -37,14 +37,14 @@ __all__ = [
     "ReCUSign",
     "RiemannianOptimizer",
     "bake_quantized_kernels",
-    "constraints",
     "convert_keras_model",
     "geometry",
     "hyperbolic_quantizers",
+    "manifold_parameters",
     "op_names",
     "optimizers",
     "precision",
-    "recipes",
     "scheduled_quantizers",
+    "utils",
     "zoo",
 ]

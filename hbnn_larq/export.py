@@ -20,27 +20,9 @@ import numpy as np
 import tensorflow as tf
 
 from hbnn_larq.precision import policy_scope
-from hbnn_larq.quantizers import _all_layers
+from hbnn_larq.utils import binarized_layers, layers, own_weights, quantized_kernel
 
 BINARY_CONV_OP = "LceBconv2d"
-
-
-def _is_binarized(layer) -> bool:
-    """A larq conv whose kernel *and* input are quantized: LCE turns exactly these into bconvs."""
-    kernel_q = getattr(layer, "kernel_quantizer", None)
-    input_q = getattr(layer, "input_quantizer", None)
-    return isinstance(layer, lq.layers.QuantConv2D) and kernel_q is not None and input_q is not None
-
-
-def binarized_layers(model: tf.keras.Model) -> list:
-    """The `QuantConv2D` layers of `model` (nested models included) that LCE can binarize."""
-    return [layer for layer in _all_layers(model) if _is_binarized(layer)]
-
-
-def quantized_kernel(layer) -> np.ndarray:
-    """The kernel as the layer uses it in the forward pass (e.g. exactly ±1), as NumPy."""
-    with lq.context.quantized_scope(True):
-        return layer.kernel.numpy()
 
 
 def bake_quantized_kernels(model: tf.keras.Model) -> tf.keras.Model:
@@ -61,7 +43,7 @@ def bake_quantized_kernels(model: tf.keras.Model) -> tf.keras.Model:
 
     with policy_scope("float32"):
         clone = tf.keras.models.clone_model(model, clone_function=clone_layer)
-    for source, target in zip(_all_layers(model), _all_layers(clone)):
+    for source, target in zip(layers(model), layers(clone)):
         if source.name in baked_names:
             _copy_weights(source, target, kernel=quantized_kernel(source))
         else:
@@ -95,9 +77,7 @@ def _policy_name(dtype):
 
 def _copy_weights(source, target, kernel: np.ndarray) -> None:
     """Copy `source`'s own weights (not its quantizers') into `target`, with `kernel` replaced."""
-    quantizer_vars = {v.name for v in getattr(source.kernel_quantizer, "weights", [])}
-    own = [v for v in source.weights if v.name not in quantizer_vars]
-    values = [kernel if v.name == source.kernel.name else v.numpy() for v in own]
+    values = [kernel if v.name == source.kernel.name else v.numpy() for v in own_weights(source)]
     target.set_weights(values)
 
 

@@ -11,8 +11,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from hbnn_larq.export import quantized_kernel
-from hbnn_larq.quantizers import _all_layers
+from hbnn_larq.utils import layers, quantized_kernel
 
 
 def _signs(layer) -> np.ndarray:
@@ -45,7 +44,7 @@ class FlipRateMonitor(tf.keras.callbacks.Callback):
     def _watched(self):
         if self._layers is not None:
             return self._layers
-        return [layer for layer in _all_layers(self.model) if getattr(layer, "kernel_quantizer", None) is not None]
+        return [layer for layer in layers(self.model) if getattr(layer, "kernel_quantizer", None) is not None]
 
     def on_train_begin(self, logs=None):
         self._previous = {layer.name: _signs(layer) for layer in self._watched()}

@@ -19,42 +19,7 @@ import math
 import larq as lq
 import tensorflow as tf
 
-from hbnn_larq.schedules import ScheduledQuantizer
-
-
-def _check_fraction(fraction) -> float:
-    try:
-        value = float(fraction)
-    except (TypeError, ValueError):
-        raise ValueError(f"`fraction` must be a float in [0, 1], got {fraction!r}.") from None
-    if not 0.0 <= value <= 1.0:  # also rejects NaN
-        raise ValueError(f"`fraction` must be a float in [0, 1], got {fraction!r}.")
-    return value
-
-
-def _check_kernel_shape(name: str, shape) -> tf.TensorShape:
-    shape = tf.TensorShape(shape)
-    if not shape.is_fully_defined() or shape.rank < 2:
-        raise ValueError(
-            f"{name} needs a fully defined kernel shape of rank >= 2 whose last axis is the output "
-            f"channels (e.g. (kh, kw, c_in, c_out)), got {shape}."
-        )
-    if shape.num_elements() // shape[-1] < 2:
-        raise ValueError(f"{name} needs at least 2 weights per output channel, got kernel shape {shape}.")
-    return shape
-
-
-def standardize(w: tf.Tensor, epsilon: float = 0.0) -> tf.Tensor:
-    """Per-output-channel (last axis) standardization with the *unbiased* variance (PyTorch's
-    default `std`/`var`, which both reference implementations use):
-    \\[ \\hat w = \\frac{w - \\mu_o}{\\sqrt{\\sigma_o^2 + \\epsilon}}, \\quad
-        \\sigma_o^2 = \\frac{1}{n-1}\\sum (w - \\mu_o)^2. \\]
-    Gradients flow through \\(\\mu_o\\) and \\(\\sigma_o\\) (as with PyTorch autograd)."""
-    axes = list(range(w.shape.rank - 1))
-    n = tf.cast(tf.reduce_prod(tf.shape(w)[:-1]), w.dtype)
-    centered = w - tf.reduce_mean(w, axis=axes, keepdims=True)
-    variance = tf.reduce_sum(tf.square(centered), axis=axes, keepdims=True) / (n - 1.0)
-    return centered / tf.sqrt(variance + epsilon)
+from hbnn_larq.bases import ScheduledQuantizer, check_fraction, check_kernel_shape, standardize
 
 
 def ede_sign(x: tf.Tensor, t: tf.Tensor) -> tf.Tensor:
@@ -145,13 +110,13 @@ class IRNetSign(ScheduledQuantizer):
         super().__init__(**kwargs)
 
     def build(self, input_shape):
-        _check_kernel_shape("IRNetSign", input_shape)
+        check_kernel_shape("IRNetSign", input_shape)
         self.add_schedule_weight("ede_t", self.t_min)
         super().build(input_shape)
 
     def schedule_value(self, fraction) -> float:
         """The EDE parameter \\(t\\) at training progress `fraction` in [0, 1]."""
-        fraction = _check_fraction(fraction)
+        fraction = check_fraction(fraction)
         lo, hi = math.log10(self.t_min), math.log10(self.t_max)
         return 10.0 ** (lo + fraction * (hi - lo))
 

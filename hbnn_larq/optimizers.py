@@ -25,20 +25,12 @@ from __future__ import annotations
 import larq as lq
 import tensorflow as tf
 
-from hbnn_larq.constraints import ball_constraint_of, checked_point_lr_multiplier
+from hbnn_larq.manifold_parameters import checked_point_lr_multiplier, manifold_constraint
 
 POINT_UPDATES = ("rsgd", "mobius")
 # Optimizer options that belong to the wrapped optimizer: the wrapper takes none of them itself.
 _INNER_OPTIONS = ("clipnorm", "clipvalue", "global_clipnorm", "use_ema", "ema_momentum", "ema_overwrite_frequency",
                   "weight_decay")
-# The points' step (x the scheduled LR) of sign-based HBNN: measured best of 1 and 100 on the
-# quick protocol, in line with the independent implementation's 30-300 (README, results).
-POINT_LR_MULTIPLIER = 100.0
-# IR-Net and ReCU standardise every filter, which multiplies the gradient reaching the mapped
-# weight, and therefore the point, by ~1/std of the mapped filter (20-90x on VGG-Small x0.25):
-# with 100 the points run to the boundary and decide every sign (IR-Net+HBNN 56.4 % vs 71.8 %
-# with 1 on the quick protocol; README, "Inside the map"). 1 is also the paper's own step.
-STANDARDIZED_BASE_POINT_LR_MULTIPLIER = 1.0
 
 
 @lq.utils.register_keras_custom_object
@@ -68,12 +60,9 @@ class RiemannianOptimizer(tf.keras.optimizers.Optimizer):
     # Arguments
     optimizer: the wrapped `tf.keras.optimizers.Optimizer` (e.g. SGD with momentum, Adam).
     point_lr_multiplier: the points' step size as a multiple of the wrapped optimizer's
-        learning rate (schedules included). `None` (default): each point's own multiplier,
-        set by its `HyperbolicSign`: `POINT_LR_MULTIPLIER` (100) for the plain sign,
-        `STANDARDIZED_BASE_POINT_LR_MULTIPLIER` (1) when the base binarizer re-standardises
-        every filter (IR-Net, ReCU). A float > 0: that multiplier for every point. With the
-        paper's learning rate as-is (multiplier 1) sign-HBNN's points barely move and it trails
-        a sign/STE baseline; see the README's benchmark section for how the defaults were chosen.
+        learning rate (schedules included). `None` (default): each point's own multiplier, which
+        its `HyperbolicSign` sets (the policy is `hbnn_larq.manifold_parameters`). A float > 0:
+        that multiplier for every point (1 is the paper's).
     point_update: `"rsgd"` or `"mobius"`.
     name: name of the optimizer.
 
@@ -151,7 +140,7 @@ class RiemannianOptimizer(tf.keras.optimizers.Optimizer):
         return self._optimizer._trackable_children(save_type, **kwargs)
 
     def build(self, var_list):
-        self._optimizer.build([v for v in var_list if ball_constraint_of(v) is None])
+        self._optimizer.build([v for v in var_list if manifold_constraint(v) is None])
         self._built = True
 
     def set_weights(self, weights):
@@ -165,14 +154,11 @@ class RiemannianOptimizer(tf.keras.optimizers.Optimizer):
 
     def multiplier_of(self, point) -> float:
         """The step multiplier `point` (a manifold parameter) gets: the optimizer's if it was
-        given one, else the point's own, else `POINT_LR_MULTIPLIER`."""
-        if self.point_lr_multiplier is not None:
-            return self.point_lr_multiplier
-        constraint = ball_constraint_of(point)
+        given one, else the point's own (`hbnn_larq.manifold_parameters`)."""
+        constraint = manifold_constraint(point)
         if constraint is None:
             raise ValueError(f"{point.name!r} is not a manifold parameter (its constraint is not a PoincareBallConstraint).")
-        own = constraint.point_lr_multiplier
-        return POINT_LR_MULTIPLIER if own is None else own
+        return self.point_lr_multiplier if self.point_lr_multiplier is not None else constraint.lr_multiplier
 
     def point_learning_rate(self, point) -> tf.Tensor:
         """The current step size of `point`: the scheduled learning rate times `multiplier_of(point)`."""
@@ -208,8 +194,8 @@ class RiemannianOptimizer(tf.keras.optimizers.Optimizer):
         # own clipping of the rest is then a no-op (clipping is idempotent).
         grads = self.clip_gradients([g for g, _ in grads_and_vars])
         grads_and_vars = list(zip(grads, [v for _, v in grads_and_vars]))
-        points = [(g, v) for g, v in grads_and_vars if g is not None and ball_constraint_of(v) is not None]
-        others = [(g, v) for g, v in grads_and_vars if ball_constraint_of(v) is None]
+        points = [(g, v) for g, v in grads_and_vars if g is not None and manifold_constraint(v) is not None]
+        others = [(g, v) for g, v in grads_and_vars if manifold_constraint(v) is None]
         # First the wrapped optimizer (with no variables it only evaluates its schedule): its
         # learning rate is then this step's, and its step counter advances once.
         self._optimizer.apply_gradients(others, name=name, skip_gradients_aggregation=True, **kwargs)
@@ -229,7 +215,7 @@ class RiemannianOptimizer(tf.keras.optimizers.Optimizer):
             distribution.extended.update(var, self._point_step, args=(grad, lr), group=False)
 
     def _point_step(self, var, grad, lr):
-        constraint = ball_constraint_of(var)
+        constraint = manifold_constraint(var)
         ball = constraint.manifold
         lr = tf.cast(lr * self.multiplier_of(var), var.dtype)
         # A non-finite gradient would poison the point forever: skip such a step instead.
@@ -239,7 +225,7 @@ class RiemannianOptimizer(tf.keras.optimizers.Optimizer):
         else:
             grad = tf.clip_by_norm(grad, 0.9 * ball.radius, axes=ball.axis)
             new = ball.mobius_add(var, ball.mobius_scalar_mul(-lr, grad))
-        return var.assign(constraint(new))
+        return var.assign(constraint.project(new))
 
     def get_config(self):
         return {

@@ -13,20 +13,15 @@ import larq as lq
 import numpy as np
 import tensorflow as tf
 
-from hbnn_larq.constraints import PoincareBallConstraint, checked_point_lr_multiplier
 from hbnn_larq.geometry import PoincareBall
-from hbnn_larq.optimizers import POINT_LR_MULTIPLIER, STANDARDIZED_BASE_POINT_LR_MULTIPLIER
+from hbnn_larq.manifold_parameters import PoincareBallConstraint, checked_point_lr_multiplier, default_point_lr_multiplier
 from hbnn_larq.precision import FullPrecisionQuantizer
+from hbnn_larq.utils import check_choice, layers
 
 GROUPINGS = ("layer", "channel")
 SELECTIONS = ("loss", "geometric", "nearest", "flips", "random", "never")
 CLUSTER_INITS = ("origin+random", "random")
 ON_SWITCH = ("keep", "reexpress")
-
-
-def _check_choice(name: str, value, choices) -> None:
-    if value not in choices:
-        raise ValueError(f"`{name}` must be one of {', '.join(map(repr, choices))}; got {value!r}.")
 
 
 class _PointInitializer:
@@ -77,9 +72,8 @@ class HyperbolicSign(FullPrecisionQuantizer):
     cluster_size: number of points \\(t\\) per layer, int >= 1. Default 1.
     selection: EPC criterion that picks the active chart: `"geometric"` (default; smallest
         \\(\\|\\exp_{F_j}(\\tilde w)\\|\\), farthest from the boundary), `"loss"` (lowest loss on a
-        probe batch; level with `"geometric"` in accuracy, +0.31 +- 0.47 and +0.09 +- 1.57 points
-        for geometric on the quick and Imagenette protocols, and 16-40 % slower), `"nearest"` (smallest \\(d_r(F_j, w)\\) to the current weight), `"flips"`
-        (most signs changed), `"random"` (a control: a random chart every round) or `"never"`
+        probe batch; t forward passes per layer and round), `"nearest"` (smallest
+        \\(d_r(F_j, w)\\) to the current weight), `"flips"` (most signs changed), `"random"` (a control: a random chart every round) or `"never"`
         (keep chart 0). Ignored when `cluster_size=1`.
     grouping: `"layer"` (the paper: the whole kernel is one vector) or `"channel"` (one vector,
         and one ball, per output channel).
@@ -88,10 +82,8 @@ class HyperbolicSign(FullPrecisionQuantizer):
         [0, 1). Default 0.1.
     on_switch: what happens to \\(\\tilde w\\) when the active chart changes: `"reexpress"`
         (default; \\(\\tilde w \\leftarrow \\log_{F_{new}}(\\exp_{F_{old}}(\\tilde w))\\) in float64, so the
-        constrained weight is continuous) or `"keep"` (the literal reading of the paper's Fig. 2;
-        binary weights change). Measured in trained models, a `"keep"` switch flips 9-34 % of the
-        layer's binary weights at once (`benchmarks/epc_stats.py`), and `"reexpress"` trained
-        2-3 points more accurate EPC models in each paired comparison (README, "EPC's chart switches").
+        constrained weight is continuous) or `"keep"` (the literal reading of the paper's Fig. 2:
+        the binary weights jump at a switch; how much is measured by `benchmarks/epc_stats.py`).
     margin: points are kept within \\((1-\\text{margin})/\\sqrt{r}\\) of the origin.
     seed: seed of the random initial points.
     base: optional weight binarizer applied to the constrained weight instead of the plain
@@ -99,11 +91,8 @@ class HyperbolicSign(FullPrecisionQuantizer):
         plug-in for methods such as IR-Net or ReCU: \\(q(\\tilde w) = \\text{base}(\\exp_{F_i}(\\tilde w))\\).
     point_lr_multiplier: the points' step as a multiple of the learning rate, which
         `RiemannianOptimizer` uses unless it is given one for every point; float > 0, or None
-        (default): 100 (`POINT_LR_MULTIPLIER`) for the plain sign, 1
-        (`STANDARDIZED_BASE_POINT_LR_MULTIPLIER`, the paper's step) when `base` re-standardises
-        every filter (declares `standardizes_weights = True`, as `IRNetSign` and `ReCUSign` do):
-        standardisation multiplies the points' gradient by 1/std of the filter, and at 100 the
-        points ran to the boundary and fixed the signs (README, "Inside the map").
+        (default): the default for `base`, decided in one place,
+        `hbnn_larq.manifold_parameters.default_point_lr_multiplier`.
 
     # Returns
     The binary kernel, exactly \\(\\pm 1\\), in the dtype of the kernel it is given. Under a mixed
@@ -135,10 +124,10 @@ class HyperbolicSign(FullPrecisionQuantizer):
         PoincareBall(r)  # validates r
         if isinstance(cluster_size, bool) or not isinstance(cluster_size, (int, np.integer)) or cluster_size < 1:
             raise ValueError(f"`cluster_size` must be an int >= 1, got {cluster_size!r}.")
-        _check_choice("selection", selection, SELECTIONS)
-        _check_choice("grouping", grouping, GROUPINGS)
-        _check_choice("cluster_init", cluster_init, CLUSTER_INITS)
-        _check_choice("on_switch", on_switch, ON_SWITCH)
+        check_choice("selection", selection, SELECTIONS)
+        check_choice("grouping", grouping, GROUPINGS)
+        check_choice("cluster_init", cluster_init, CLUSTER_INITS)
+        check_choice("on_switch", on_switch, ON_SWITCH)
         if not 0.0 <= float(cluster_radius) < 1.0:
             raise ValueError(f"`cluster_radius` must be in [0, 1) (fraction of the ball radius), got {cluster_radius!r}.")
         self.r = float(r)
@@ -163,12 +152,11 @@ class HyperbolicSign(FullPrecisionQuantizer):
 
     @property
     def resolved_point_lr_multiplier(self) -> float:
-        """The points' step multiplier in effect: `point_lr_multiplier`, or the base's default."""
+        """The points' step multiplier in effect: `point_lr_multiplier`, or the default for the
+        base (`hbnn_larq.manifold_parameters.default_point_lr_multiplier`)."""
         if self.point_lr_multiplier is not None:
             return self.point_lr_multiplier
-        if getattr(self.base, "standardizes_weights", False):
-            return STANDARDIZED_BASE_POINT_LR_MULTIPLIER
-        return POINT_LR_MULTIPLIER
+        return default_point_lr_multiplier(self.base)
 
     # -- state -----------------------------------------------------------------------------
     def build(self, input_shape):
@@ -298,14 +286,6 @@ def hyperbolic_quantizers(model: tf.keras.Model):
     """`(layer, quantizer)` for every layer of `model` whose kernel quantizer is a `HyperbolicSign`."""
     return [
         (layer, layer.kernel_quantizer)
-        for layer in _all_layers(model)
+        for layer in layers(model)
         if isinstance(getattr(layer, "kernel_quantizer", None), HyperbolicSign)
     ]
-
-
-def _all_layers(model: tf.keras.Model):
-    for layer in model.layers:
-        if isinstance(layer, tf.keras.Model):
-            yield from _all_layers(layer)
-        else:
-            yield layer

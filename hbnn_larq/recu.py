@@ -18,8 +18,7 @@ import math
 import larq as lq
 import tensorflow as tf
 
-from hbnn_larq.ir_net import _check_fraction, _check_kernel_shape, standardize
-from hbnn_larq.schedules import ScheduledQuantizer
+from hbnn_larq.bases import ScheduledQuantizer, check_fraction, check_kernel_shape, standardize
 
 SCALES = ("learned", "mean", "none")
 
@@ -98,7 +97,7 @@ class ReCUSign(ScheduledQuantizer):
         super().__init__(**kwargs)
 
     def build(self, input_shape):
-        shape = _check_kernel_shape("ReCUSign", input_shape)
+        shape = check_kernel_shape("ReCUSign", input_shape)
         self.add_schedule_weight("tau", self.tau_min)
         if self.scale == "learned":
             self.alpha = self.add_weight(
@@ -111,7 +110,7 @@ class ReCUSign(ScheduledQuantizer):
 
     def schedule_value(self, fraction) -> float:
         """\\(\\tau\\) at training progress `fraction` in [0, 1]."""
-        fraction = _check_fraction(fraction)
+        fraction = check_fraction(fraction)
         return self.tau_min + (self.tau_max - self.tau_min) * (math.exp(fraction) - 1.0) / (math.e - 1.0)
 
     def quantize(self, inputs):

@@ -14,14 +14,12 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from hbnn_larq.precision import FullPrecisionQuantizer
+from hbnn_larq.utils import layers
 
 
 def scheduled_quantizers(model: tf.keras.Model) -> list:
     """The quantizers of `model` (nested models included) that have a `set_progress` method,
     each once, in layer order."""
-    from hbnn_larq.quantizers import _all_layers
-
     found, seen = [], set()
 
     def visit(quantizer):
@@ -31,46 +29,10 @@ def scheduled_quantizers(model: tf.keras.Model) -> list:
                 found.append(quantizer)
             quantizer = getattr(quantizer, "base", None)
 
-    for layer in _all_layers(model):
+    for layer in layers(model):
         for attribute in ("kernel_quantizer", "input_quantizer"):
             visit(getattr(layer, attribute, None))
     return found
-
-
-class ScheduledQuantizer(FullPrecisionQuantizer):
-    """Base of the quantizers with a per-epoch schedule (`IRNetSign`'s \\(t\\), `ReCUSign`'s
-    \\(\\tau\\)): one scalar, non-trainable variable, saved with the model and read by the traced
-    graph, that `set_progress(f)` sets to `schedule_value(f)`. Like every quantizer of this
-    package it computes in float32 under mixed precision (`quantize`, see `FullPrecisionQuantizer`).
-
-    Subclasses define `schedule_value(fraction)` (which checks `fraction`), name the attribute
-    holding the variable in `schedule_attribute`, and create it in `build` with
-    `add_schedule_weight`.
-    """
-
-    schedule_attribute: str
-
-    def add_schedule_weight(self, name: str, initial_value: float) -> tf.Variable:
-        """Create the schedule variable `name`, starting at `initial_value`, as `schedule_attribute`."""
-        variable = self.add_weight(
-            name=name,
-            shape=(),
-            initializer=tf.keras.initializers.Constant(initial_value),
-            trainable=False,
-            aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
-        )
-        setattr(self, self.schedule_attribute, variable)
-        return variable
-
-    def schedule_value(self, fraction) -> float:
-        raise NotImplementedError
-
-    def set_progress(self, fraction) -> None:
-        """Set the schedule variable for training progress `fraction` (epoch / total epochs), in [0, 1]."""
-        value = self.schedule_value(fraction)
-        if not self.built:
-            raise ValueError(f"{type(self).__name__}.set_progress needs a built quantizer (call the layer first).")
-        getattr(self, self.schedule_attribute).assign(value)
 
 
 class QuantizerSchedule(tf.keras.callbacks.Callback):

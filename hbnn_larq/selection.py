@@ -40,9 +40,9 @@ import numpy as np
 import tensorflow as tf
 
 from hbnn_larq._atomic import write_json
-from hbnn_larq.export import quantized_kernel
 from hbnn_larq.optimizers import reset_slots
 from hbnn_larq.quantizers import hyperbolic_quantizers
+from hbnn_larq.utils import quantized_kernel
 
 
 class ChartSelection(tf.keras.callbacks.Callback):

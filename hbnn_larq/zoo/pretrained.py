@@ -35,8 +35,8 @@ import larq as lq
 import numpy as np
 import tensorflow as tf
 
-from hbnn_larq.export import quantized_kernel
-from hbnn_larq.quantizers import HyperbolicSign, _all_layers
+from hbnn_larq.quantizers import HyperbolicSign
+from hbnn_larq.utils import check_choice, layers, own_weights, quantized_kernel
 from hbnn_larq.zoo import common
 
 FORMAT = "hbnn-larq-zoo-weights"
@@ -81,7 +81,7 @@ def prepare_build(model_name: str, *, weights, num_classes, include_top, width, 
     width = common.check_width(width)
     num_classes = common.check_num_classes(num_classes)
     pad_values = common.check_pad_values(pad_values)
-    common.check_choice("classifier_activation", classifier_activation, common.CLASSIFIER_ACTIVATIONS)
+    check_choice("classifier_activation", classifier_activation, common.CLASSIFIER_ACTIVATIONS)
     make_quantizer = common.kernel_quantizer_factory(kernel_quantizer)
     metadata = model_metadata(
         model_name,
@@ -295,8 +295,8 @@ def save_pretrained(model: tf.keras.Model, path, *, metadata: dict | None = None
     meta = {**(zoo_metadata(model) or {"model": model.name}), **(metadata or {})}
     meta.update(format=FORMAT, format_version=FORMAT_VERSION, binary_kernels={})
     arrays = {}
-    for layer in _all_layers(model):
-        for variable in _own_weights(layer):
+    for layer in layers(model):
+        for variable in own_weights(layer):
             key = f"{layer.name}/{_short_name(variable)}"
             if _is_kernel_quantized(layer) and variable.name == layer.kernel.name:
                 signs, scale = _signs_and_scale(quantized_kernel(layer), layer.name)
@@ -351,8 +351,8 @@ def load_pretrained(model: tf.keras.Model, path) -> tf.keras.Model:
         stored = {key: archive[key] for key in archive.files if key != METADATA_KEY}
     binary_shapes = meta["binary_kernels"]
     expected_keys = set()
-    for layer in _all_layers(model):
-        for variable in _own_weights(layer):
+    for layer in layers(model):
+        for variable in own_weights(layer):
             key = f"{layer.name}/{_short_name(variable)}"
             expected_keys.add(key)
             if key in binary_shapes:
@@ -406,16 +406,6 @@ def _assign(variable, value, key, path) -> None:
 
 def _is_kernel_quantized(layer) -> bool:
     return getattr(layer, "kernel_quantizer", None) is not None
-
-
-def _own_weights(layer) -> list:
-    """The layer's weights without its quantizers' state (HBNN points are training-only)."""
-    quantizer_names = set()
-    for attribute in ("kernel_quantizer", "input_quantizer"):
-        quantizer = getattr(layer, attribute, None)
-        if isinstance(quantizer, tf.keras.layers.Layer):
-            quantizer_names.update(v.name for v in quantizer.weights)
-    return [v for v in layer.weights if v.name not in quantizer_names]
 
 
 def _short_name(variable) -> str:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from hbnn_larq.utils import check_choice
 from hbnn_larq.zoo import common, pretrained
 
 VARIANTS = ("cifar", "imagenet")
@@ -107,10 +108,10 @@ def binary_resnet(
     ValueError: for an invalid argument, unknown weights, or weights made for another
         `num_classes`/`include_top`/architecture.
     """
-    common.check_choice("depth_name", depth_name, tuple(BLOCKS))
+    check_choice("depth_name", depth_name, tuple(BLOCKS))
     if variant is None:
         variant = infer_variant(input_shape, input_tensor)
-    common.check_choice("variant", variant, VARIANTS)
+    check_choice("variant", variant, VARIANTS)
     width, num_classes, pad_values, make_quantizer, metadata, weights_path = pretrained.prepare_build(
         depth_name, weights=weights, num_classes=num_classes, include_top=include_top, width=width,
         pad_values=pad_values, variant=variant, classifier_activation=classifier_activation,

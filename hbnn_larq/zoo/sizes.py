@@ -20,9 +20,8 @@ import json
 import numpy as np
 import tensorflow as tf
 
-from hbnn_larq.export import binarized_layers, convert_keras_model, op_names
-from hbnn_larq.quantizers import _all_layers
-from hbnn_larq.zoo.pretrained import _own_weights
+from hbnn_larq.export import convert_keras_model, op_names
+from hbnn_larq.utils import binarized_layers, layers, own_weights
 from hbnn_larq.zoo.registry import get_model
 
 # (row label, model name, build kwargs): the README table.
@@ -37,7 +36,7 @@ DEFAULT_ROWS = (
 
 def count_parameters(model: tf.keras.Model) -> dict:
     """`{"params": own weights, "quantizer_state": HBNN points and other quantizer variables}`."""
-    own = sum(int(np.prod(v.shape)) for layer in _all_layers(model) for v in _own_weights(layer))
+    own = sum(int(np.prod(v.shape)) for layer in layers(model) for v in own_weights(layer))
     total = sum(int(np.prod(v.shape)) for v in model.weights)
     return {"params": own, "quantizer_state": total - own}
 
@@ -50,7 +49,7 @@ def mac_counts(model: tf.keras.Model) -> dict:
     """
     binary = {id(layer) for layer in binarized_layers(model)}
     counts = {"binary_macs": 0, "float_macs": 0}
-    for layer in _all_layers(model):
+    for layer in layers(model):
         if isinstance(layer, tf.keras.layers.Conv2D):
             out_h, out_w = layer.output_shape[1:3]
             macs = int(np.prod(layer.kernel.shape)) * out_h * out_w
