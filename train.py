@@ -6,7 +6,9 @@
     python train.py --config run.json --epochs 10                            # JSON defaults, flags win
 
 Re-running the same command resumes an interrupted run from its last completed epoch.
-The recipe and the outputs are documented in `hbnn_larq/training.py` and `hbnn_larq/data.py`.
+The recipe and the outputs are documented in `hbnn_larq/training/`: the optimizer and schedule in
+`optimizer.py`, the recipes in `recipes.py`, where data comes from in `sources.py`, its preprocessing in
+`data.py`, the run directory in `config.py` (its name) and `run.py` (its contents).
 """
 
 from __future__ import annotations
@@ -16,17 +18,17 @@ import json
 import sys
 
 import hbnn_larq  # noqa: F401  (first: sets TF_USE_LEGACY_KERAS before TensorFlow loads)
-from hbnn_larq import data as data_lib
-from hbnn_larq import recipes, training
 from hbnn_larq.optimizers import POINT_UPDATES
 from hbnn_larq.precision import PRECISIONS
 from hbnn_larq.quantizers import GROUPINGS, ON_SWITCH, SELECTIONS
+from hbnn_larq.training import ConfigError, TrainConfig, recipes, sources, summary_text, train
+from hbnn_larq.training.config import STRATEGIES
 from hbnn_larq.zoo import model_names
 from hbnn_larq.zoo.resnet import VARIANTS
 
 # `python train.py` without arguments: VGG-Small at width 0.25 on 5,000 CIFAR-10 training images
-# (1,000 test images) for 2 epochs, from the offline CIFAR-10 copy if one is found, otherwise on a
-# generated colour-cue task (labelled "synthetic" in the output).
+# (1,000 test images) for 2 epochs, from the offline CIFAR-10 copy if one is found in $HBNN_DATA_DIR,
+# otherwise on a generated colour-cue task (labelled "synthetic" in the output).
 DEMO = dict(model="vggsmall", dataset="cifar10", width=0.25, epochs=2, batch_size=128,
             max_train_examples=5000, max_test_examples=1000)
 
@@ -57,8 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="JSON file of TrainConfig fields used as defaults (flags override it)")
     p.add_argument("--model", choices=model_names(), default="vggsmall")
     p.add_argument("--dataset", default="cifar10",
-                   help=f"{', '.join(data_lib.TFDS_NAMES)}, {data_lib.SYNTHETIC}, or a path to an image-folder tree or .tar/.tar.gz")
-    p.add_argument("--data-dir", help="folder with offline copies (cifar10-jpeg.tar.gz, imagenette-224.tar) or TFDS data dir")
+                   help=f"{', '.join(sources.TFDS_NAMES)}, {sources.SYNTHETIC}, or a path to an image-folder tree or .tar/.tar.gz")
+    p.add_argument("--data-dir", help="folder with offline copies (cifar10-jpeg.tar.gz, imagenette-224.tar), searched before "
+                        "$HBNN_DATA_DIR, or TFDS data dir")
     p.add_argument("--quantizer", choices=recipes.recipe_names(), default="hbnn", help="weight-binarization recipe")
     p.add_argument("--epochs", type=_positive_int, help="default: 600 for 32-px data, 250 for ImageNet-like")
     p.add_argument("--batch-size", type=_positive_int, default=256, help="global batch size")
@@ -68,9 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weight-decay", type=_non_negative_float,
                    help="coupled L2 on kernels only; default 5e-4 for 32-px data, 1e-4 for ImageNet-like")
     p.add_argument("--latent-lr-multiplier", type=_positive_float,
-                   help="LR multiplier of latent binary kernels (default: the recipe's, see hbnn_larq.recipes; the papers' is 1)")
+                   help="LR multiplier of latent binary kernels (default: the recipe's, see hbnn_larq.training.recipes; the papers' is 1)")
     p.add_argument("--point-lr-multiplier", type=_positive_float,
-                   help="LR multiplier of the HBNN points (default: the recipe's, see hbnn_larq.recipes)")
+                   help="LR multiplier of the HBNN points (default: the recipe's, see hbnn_larq.training.recipes)")
     p.add_argument("--point-update", choices=POINT_UPDATES, default="rsgd")
     p.add_argument("--radius", type=_positive_float, help="HBNN curvature r (default: the recipe's, 0.05 for hbnn)")
     p.add_argument("--cluster-size", type=_positive_int, default=1, help="EPC cluster size t")
@@ -84,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ResNet layout; default from the input size (CIFAR up to 64 px, ImageNet above)")
     p.add_argument("--image-size", type=_positive_int, help="model input side; default native (32-px data) or 224")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--strategy", choices=training.STRATEGIES, default="default")
+    p.add_argument("--strategy", choices=STRATEGIES, default="default")
     p.add_argument("--precision", choices=PRECISIONS, default="float32",
                    help="Keras dtype policy; mixed_bfloat16 pays on CPUs with AMX/avx512_bf16, GPUs and TPUs "
                         "(quantizers and points stay float32)")
@@ -100,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def parse_config(argv: list[str]) -> training.TrainConfig:
+def parse_config(argv: list[str]) -> TrainConfig:
     parser = build_parser()
     if not argv:
         print("No arguments: running the short demo (python train.py --help for the full CLI).", flush=True)
@@ -109,35 +112,35 @@ def parse_config(argv: list[str]) -> training.TrainConfig:
     if known.config:
         try:
             with open(known.config) as f:
-                defaults = training.TrainConfig.from_dict(json.load(f)).to_dict()
+                defaults = TrainConfig.from_dict(json.load(f)).to_dict()
         except (OSError, ValueError) as error:
             parser.error(f"--config {known.config}: {error}")
         parser.set_defaults(**defaults)
     values = vars(parser.parse_args(argv))
     values.pop("config")
-    return training.TrainConfig(**values)
+    return TrainConfig(**values)
 
 
-def _demo_config() -> training.TrainConfig:
-    config = training.TrainConfig(**DEMO, download=False)
+def _demo_config() -> TrainConfig:
+    config = TrainConfig(**DEMO, download=False)
     try:
-        found = data_lib.find_offline(config.dataset) is not None
-    except data_lib.DataError:
+        found = sources.find_offline(config.dataset) is not None
+    except sources.DataError:
         found = False
     if not found:
-        print("No offline CIFAR-10 found: the demo trains on a SYNTHETIC generated dataset instead.", flush=True)
-        config.dataset = data_lib.SYNTHETIC
+        print("No offline CIFAR-10 found (--data-dir, $HBNN_DATA_DIR): the demo trains on a SYNTHETIC generated dataset instead.", flush=True)
+        config.dataset = sources.SYNTHETIC
     return config
 
 
 def main(argv: list[str] | None = None) -> int:
     config = parse_config(sys.argv[1:] if argv is None else argv)
     try:
-        results = training.train(config)
-    except (training.ConfigError, data_lib.DataError) as error:
+        results = train(config)
+    except (ConfigError, sources.DataError) as error:
         print(f"train.py: error: {error}", file=sys.stderr)
         return 2
-    print(training.summary_text(results))
+    print(summary_text(results))
     return 0
 
 

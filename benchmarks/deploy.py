@@ -120,7 +120,7 @@ def run_agreement(run_dir: Path, examples: int) -> dict:
     """`agreement` for the `model.keras` of a `train.py` run, on its own dataset's test split."""
     import tensorflow as tf
 
-    from hbnn_larq import data as data_lib
+    from hbnn_larq.training import data as data_lib
 
     config = json.loads((run_dir / "config.json").read_text())["config"]
     dataset = data_lib.load_dataset(config["dataset"], data_dir=config.get("data_dir"), batch_size=100,
@@ -202,7 +202,6 @@ def sign_flips(model, x, source: str) -> dict:
     from larq_compute_engine.tflite.python.interpreter import Interpreter
 
     import hbnn_larq
-    from hbnn_larq.quantizers import _all_layers
 
     reference = float64_copy(model)
     x64 = x.astype("float64")
@@ -211,9 +210,9 @@ def sign_flips(model, x, source: str) -> dict:
         interpreter = Interpreter(hbnn_larq.convert_keras_model(sub), num_threads=2)
         return np.concatenate([interpreter.predict(images[i : i + 1]) for i in range(len(images))])
 
-    twins = {layer.name: layer for layer in _all_layers(reference)}  # baked: no longer "binarized"
+    twins = {layer.name: layer for layer in hbnn_larq.utils.layers(reference)}  # baked: no longer "binarized"
     layers, image_flipped_before = [], np.zeros(len(x), bool)
-    for layer in hbnn_larq.export.binarized_layers(model):
+    for layer in hbnn_larq.utils.binarized_layers(model):
         twin = twins[layer.name]
         pre32 = tf.keras.Model(model.input, layer.input)(x, training=False).numpy()
         pre64 = tf.keras.Model(reference.input, twin.input)(x64, training=False).numpy()
@@ -296,7 +295,7 @@ def main(argv=None) -> None:
     import hbnn_larq  # noqa: F401
     from hbnn_larq.zoo.sizes import DEFAULT_ROWS
 
-    from hbnn_larq.training import machine
+    from hbnn_larq.training.provenance import machine
 
     sys_info = machine()
     rows = [r for r in DEFAULT_ROWS if args.models is None or r[1] in args.models]

@@ -84,8 +84,8 @@ def switch_stats(history: list[dict], partner: list[dict] | None = None) -> dict
 def switch_cost(model) -> dict:
     """Mean fraction of a layer's binary weights that switching away from its active chart flips,
     per `on_switch` mode; the model is left as it was."""
-    from hbnn_larq.export import quantized_kernel
     from hbnn_larq.quantizers import ON_SWITCH, hyperbolic_quantizers
+    from hbnn_larq.utils import quantized_kernel
 
     flips = {mode: [] for mode in ON_SWITCH}
     for layer, quantizer in hyperbolic_quantizers(model):

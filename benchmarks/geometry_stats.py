@@ -92,7 +92,7 @@ def model_stats(model, source: str) -> list[dict]:
     import hbnn_larq
 
     rows = []
-    for layer in hbnn_larq.quantizers._all_layers(model):
+    for layer in hbnn_larq.utils.layers(model):
         quantizer = getattr(layer, "kernel_quantizer", None)
         if not isinstance(quantizer, hbnn_larq.HyperbolicSign):
             continue

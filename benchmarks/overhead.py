@@ -38,7 +38,8 @@ def build(model_name: str, variant: str, batch_size: int, precision: str = "floa
     import hbnn_larq  # first: sets up legacy Keras before TensorFlow loads
     import numpy as np
     import tensorflow as tf
-    from hbnn_larq import recipes, zoo
+    from hbnn_larq import zoo
+    from hbnn_larq.training import recipes
 
     recipe = "ste_sign" if variant == "ste_sign" else "hbnn"
     options = VARIANTS[variant]
@@ -138,7 +139,7 @@ def main(argv=None) -> None:
         return
 
     import hbnn_larq  # noqa: F401  (legacy Keras set-up before TensorFlow loads)
-    from hbnn_larq.training import machine
+    from hbnn_larq.training.provenance import machine
 
     report = {"batch_size": args.batch_size, "rounds": args.rounds, "steps_per_round": args.steps,
               "machine": machine(), "models": {}}

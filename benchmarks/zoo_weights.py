@@ -61,7 +61,8 @@ def load_on_cifar10(model_name: str, weights, *, batch_size: int = 250, **datase
     # Returns
     `(model, dataset)`.
     """
-    from hbnn_larq import data, zoo
+    from hbnn_larq import zoo
+    from hbnn_larq.training import data
 
     dataset = data.load_dataset("cifar10", batch_size=batch_size, max_train_examples=batch_size, download=False,
                                 **dataset_kwargs)

@@ -5,7 +5,9 @@ survives. `bake_quantized_kernels` copies the model with every weight-quantized 
 replaced by its quantized value and its kernel quantizer replaced by the identity, so the
 converter sees a constant binary filter (it checks filters for \\(\\pm\\alpha_o\\) values, it does
 not pattern-match the quantizer). This avoids the silent float fallback of TensorFlow's constant
-folding for kernels above 1 MiB (see `docs` / larq-notes §7), and drops the training-only points.
+folding for kernels above 1 MiB (TensorFlow's MLIR constant folding skips results over 1 MiB
+that are much larger than their operands, and LCE then sees a non-constant filter), and drops
+the training-only points.
 
 The copy is always float32: a model built or trained under a mixed precision policy
 (`mixed_bfloat16`, `mixed_float16`) is rebuilt with every layer's dtype policy set to float32

@@ -5,12 +5,12 @@ Works with any larq model: it watches every layer with a kernel quantizer.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
+from hbnn_larq._atomic import atomic_open
 from hbnn_larq.utils import layers, quantized_kernel
 
 
@@ -73,9 +73,8 @@ class FlipRateMonitor(tf.keras.callbacks.Callback):
         }
 
     def _save_initial(self) -> None:
-        staging = self.state_path.with_name(self.state_path.name + ".tmp.npz")
-        np.savez(staging, **{name: np.packbits(signs.ravel()) for name, signs in self._initial.items()})
-        os.replace(staging, self.state_path)  # atomic: a kill mid-write leaves no half file
+        with atomic_open(self.state_path, "wb") as f:  # a kill mid-write leaves no half file
+            np.savez(f, **{name: np.packbits(signs.ravel()) for name, signs in self._initial.items()})
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs if logs is not None else {}

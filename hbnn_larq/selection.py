@@ -9,9 +9,8 @@ available; *how* \\(i\\) is chosen is our interpretation, offered as named crite
 - `"geometric"` (default): the chart whose mapped weight is farthest from the boundary.
 - `"loss"`: per layer, greedily in layer order, the chart with the lowest loss on a fixed probe
   batch (current chart included, so the probe loss never rises). BatchNorm uses batch statistics
-  for the probe and its moving averages are restored afterwards. It was the default until the
-  benchmarks found it level with `"geometric"` (with re-expression; 3 quick and 2 Imagenette
-  seeds) at 16-40 % more training time: t forward passes per layer per round.
+  for the probe and its moving averages are restored afterwards. It costs t forward passes per
+  layer per round.
 - `"nearest"`: the point nearest (geodesic distance) to the current constrained weight.
 - `"flips"`: the chart that flips the most binary weights.
 - `"random"`: a chart drawn uniformly at random every round (from the callback's seed, the
@@ -22,8 +21,8 @@ available; *how* \\(i\\) is chosen is our interpretation, offered as named crite
 Every criterion scores chart \\(j\\) by the current \\(\\tilde w\\) mapped through \\(F_j\\): the kernel a
 switch adopts with `on_switch="keep"`. With the default `on_switch="reexpress"` the switch
 rewrites \\(\\tilde w\\) so that the binary kernel does not change; the choice then only decides which
-point the following steps train through (measured 2-3 points better than `"keep"`; README, "EPC's
-chart switches"), and the layer's optimizer slots (momentum) are reset, since they hold a
+point the following steps train through (the benchmarks compare both: README, results), and the
+layer's optimizer slots (momentum) are reset, since they hold a
 direction in the old chart's coordinates (`hbnn_larq.optimizers.reset_slots`).
 
 Selection runs at the start of every `every`-th epoch (including the first). During the first

@@ -1,7 +1,13 @@
 import os
+from pathlib import Path
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# The offline dataset copies of this checkout's environment, if any (the package itself only
+# looks in --data-dir and $HBNN_DATA_DIR). Set before any test or subprocess reads it.
+_SHARED_DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+if _SHARED_DATASETS.is_dir():
+    os.environ.setdefault("HBNN_DATA_DIR", str(_SHARED_DATASETS))
 
 import hbnn_larq  # noqa: E402,F401  (sets up legacy Keras before anything imports TensorFlow)
 import pytest  # noqa: E402

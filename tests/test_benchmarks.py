@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from hbnn_larq.training import recipes
 from tests.helpers import randomize_batch_norm, tiny_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -42,8 +43,8 @@ def test_every_row_is_a_valid_config_with_the_latent_step_it_names(protocol):
 def test_zoo_weights_train_the_full_width_cifar_model_with_the_defaults(model):
     config = _config(zoo_weights.command(model))
     assert (config.model, config.dataset, config.width, config.variant) == (model, "cifar10", 1.0, None)
-    assert config.resolved_latent_lr_multiplier() == train.recipes.latent_lr_multiplier("hbnn")
-    assert config.resolved_point_lr_multiplier() == train.recipes.point_lr_multiplier("hbnn")
+    assert config.resolved_latent_lr_multiplier() == recipes.latent_lr_multiplier("hbnn")
+    assert config.resolved_point_lr_multiplier() == recipes.point_lr_multiplier("hbnn")
 
 
 def _entry(row, seed, accuracy, **times):
@@ -149,6 +150,7 @@ def test_epc_switch_cost_keep_flips_signs_reexpress_does_not_and_the_model_is_le
     assert all(q.on_switch == "keep" for _, q in hbnn_larq.quantizers.hyperbolic_quantizers(model))
 
 
+@pytest.mark.slow
 def test_stopping_a_benchmark_with_sigterm_stops_its_training_run(tmp_path):
     # A stand-in for train.py that writes its pid, then would train for a minute.
     child = f"import os, time; open({str(tmp_path / 'pid')!r}, 'w').write(str(os.getpid())); time.sleep(60)"

@@ -1,4 +1,4 @@
-"""Tests of `hbnn_larq.data` on tiny generated image folders (no real dataset needed)."""
+"""Tests of `hbnn_larq.training.data` and `.sources` on tiny generated image folders (no real dataset needed)."""
 
 import os
 import tarfile
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from hbnn_larq import data
+from hbnn_larq.training import data, sources
 
 COLOURS = ((220, 30, 30), (30, 220, 30), (30, 30, 220))
 
@@ -83,11 +83,12 @@ def test_archive_is_extracted_once_into_the_cache(tmp_path, cache):
 def test_offline_resolution_order(tmp_path, cache, monkeypatch):
     write_image_folder(tmp_path / "a" / "cifar10-jpeg", train_per_class=2)
     write_image_folder(tmp_path / "b" / "cifar10-jpeg", train_per_class=3)
+    assert sources.default_search_dirs() == []  # nothing but --data-dir and $HBNN_DATA_DIR
     monkeypatch.setenv("HBNN_DATA_DIR", str(tmp_path / "b"))
-    assert data.find_offline("cifar10", data_dir=tmp_path / "a") == tmp_path / "a" / "cifar10-jpeg"
-    assert data.find_offline("cifar10") == tmp_path / "b" / "cifar10-jpeg"
+    assert sources.find_offline("cifar10", data_dir=tmp_path / "a") == tmp_path / "a" / "cifar10-jpeg"
+    assert sources.find_offline("cifar10") == tmp_path / "b" / "cifar10-jpeg"
     ds = data.load_dataset("cifar10", data_dir=str(tmp_path / "a"), batch_size=2)
-    assert ds.num_train == 6 and ds.mean == pytest.approx(data.NORMALIZATION["cifar10"][0])
+    assert ds.num_train == 6 and ds.mean == pytest.approx(sources.NORMALIZATION["cifar10"][0])
 
 
 def test_unreadable_images_are_listed(tmp_path, cache):
@@ -108,6 +109,8 @@ def test_missing_datasets_say_how_to_supply_them(tmp_path, cache):
         data.load_dataset("nope", batch_size=4)
     with pytest.raises(data.DatasetNotFoundError, match="(?s)'cifar100' is not available.*HBNN_DATA_DIR"):
         data.load_dataset("cifar100", data_dir=str(tmp_path / "empty"), download=False)
+    assert "No offline copy (cifar10-jpeg.tar.gz" in sources.missing_message("cifar10", None)
+    assert "neither --data-dir nor HBNN_DATA_DIR is set" in sources.missing_message("cifar10", None)
     (tmp_path / "flat").mkdir()
     with pytest.raises(data.DataError, match="neither an image-folder tree"):
         data.load_dataset(str(tmp_path / "flat"))

@@ -6,7 +6,8 @@ from larq_compute_engine.tflite.python.interpreter import Interpreter
 
 import hbnn_larq
 from hbnn_larq import HyperbolicSign
-from hbnn_larq.export import BINARY_CONV_OP, bake_quantized_kernels, binarized_layers
+from hbnn_larq.export import BINARY_CONV_OP, bake_quantized_kernels
+from hbnn_larq.utils import binarized_layers
 from tests.helpers import binary_conv
 
 
@@ -40,7 +41,7 @@ def move_points(model, seed=0):
 
 @pytest.mark.parametrize("c_in, c_out", [(64, 64), (128, 256), (512, 512)])
 def test_every_binarized_conv_becomes_lce_bconv2d(c_in, c_out):
-    """128->256 and above cross TensorFlow's 1 MiB constant-folding limit (larq-notes §7)."""
+    """128->256 and above cross TensorFlow's 1 MiB constant-folding limit (see `hbnn_larq.export`)."""
     model = conv_stack(c_in, c_out, HyperbolicSign)
     move_points(model)
     randomize_batchnorm(model)

@@ -1,7 +1,7 @@
 import numpy as np
 
 import hbnn_larq
-from hbnn_larq.export import quantized_kernel
+from hbnn_larq.utils import quantized_kernel
 from tests.helpers import compile_hbnn, random_data, tiny_model
 
 

@@ -2,7 +2,7 @@
 
 Oracles
 - an independent float64 NumPy reference (`tests/reference.py`) written from the formulas of
-  docs/hbnn-digest.md §1 (conformal factor, Möbius addition / scalar multiplication, exp map,
+  the paper, Eq. 7-17 (conformal factor, Möbius addition / scalar multiplication, exp map,
   log map with the corrected prefactor 2/(√r·λ_p), distance, Riemannian gradient g/λ²);
 - tensorflow-riemopt's `Poincare(k)` manifold (test-only). Its `k` is our `r` (its ball is
   k‖x‖² < 1), its points live on the last axis, and its exp/log maps are NaN at a zero

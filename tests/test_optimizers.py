@@ -127,10 +127,10 @@ def test_point_learning_rate_follows_the_schedule():
 @pytest.mark.parametrize(
     "quantizer_kwargs, optimizer_multiplier, expected",
     [
-        ({}, None, hbnn_larq.optimizers.POINT_LR_MULTIPLIER),
-        ({"base": "ste_sign"}, None, hbnn_larq.optimizers.POINT_LR_MULTIPLIER),
-        ({"base": "ir_net"}, None, hbnn_larq.optimizers.STANDARDIZED_BASE_POINT_LR_MULTIPLIER),
-        ({"base": "recu"}, None, hbnn_larq.optimizers.STANDARDIZED_BASE_POINT_LR_MULTIPLIER),
+        ({}, None, hbnn_larq.manifold_parameters.POINT_LR_MULTIPLIER),
+        ({"base": "ste_sign"}, None, hbnn_larq.manifold_parameters.POINT_LR_MULTIPLIER),
+        ({"base": "ir_net"}, None, hbnn_larq.manifold_parameters.STANDARDIZED_BASE_POINT_LR_MULTIPLIER),
+        ({"base": "recu"}, None, hbnn_larq.manifold_parameters.STANDARDIZED_BASE_POINT_LR_MULTIPLIER),
         ({"base": "ir_net", "point_lr_multiplier": 30.0}, None, 30.0),
         ({"base": "ir_net"}, 7.0, 7.0),  # the optimizer's value applies to every point
         ({"point_lr_multiplier": 30.0}, 7.0, 7.0),

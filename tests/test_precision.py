@@ -272,7 +272,7 @@ def test_export_of_a_model_built_and_trained_under_any_policy(precision):
     # The float32 copy holds the kernels the mixed model binarizes, not new ones.
     for source, target in zip(model.layers, baked.layers):
         if getattr(source, "kernel_quantizer", None) is not None:
-            np.testing.assert_array_equal(hbnn_larq.export.quantized_kernel(source), target.get_weights()[0])
+            np.testing.assert_array_equal(hbnn_larq.utils.quantized_kernel(source), target.get_weights()[0])
 
 
 @pytest.mark.parametrize("activation", ["softmax", None])

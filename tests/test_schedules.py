@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 import hbnn_larq
-from hbnn_larq import recipes
+from hbnn_larq.training import recipes
 from hbnn_larq.schedules import QuantizerSchedule, scheduled_quantizers
 
 

@@ -1,5 +1,6 @@
 """Tests of `hbnn_larq.training` and the `train.py` CLI on tiny generated image folders."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -15,8 +16,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from hbnn_larq import recipes, training
+from hbnn_larq.export import op_names
 from hbnn_larq.quantizers import hyperbolic_quantizers
+from hbnn_larq.training import ConfigError, TrainConfig, callbacks, optimizer, recipes, run
+from hbnn_larq.training.config import default_run_dir
+from hbnn_larq.utils import binarized_layers
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
@@ -51,9 +55,9 @@ def _toy_model():
 
 def test_weight_decay_on_kernels_only_and_latent_multiplier():
     model = _toy_model()
-    decayed, latent = training.decayed_variable_names(model), training.latent_kernel_names(model)
+    decayed, latent = optimizer.decayed_variable_names(model), optimizer.latent_kernel_names(model)
     assert sorted(decayed) == ["binary/kernel:0", "fp/kernel:0"] and latent == ["binary/kernel:0"]
-    opt = training.KernelSGD(l2=0.1, decayed=decayed, scaled=latent, multiplier=3.0, learning_rate=0.5)
+    opt = optimizer.KernelSGD(l2=0.1, decayed=decayed, scaled=latent, multiplier=3.0, learning_rate=0.5)
     before = {v.name: v.numpy() for v in model.trainable_variables}
     opt.apply_gradients([(tf.zeros_like(v), v) for v in model.trainable_variables])
     for v in model.trainable_variables:
@@ -64,111 +68,132 @@ def test_weight_decay_on_kernels_only_and_latent_multiplier():
 @pytest.mark.parametrize("quantizer", recipes.recipe_names())
 def test_points_step_defaults_to_the_recipes_and_reaches_the_optimizer(quantizer):
     model = _toy_model()
-    default = training.TrainConfig(quantizer=quantizer)
+    default = TrainConfig(quantizer=quantizer)
     expected = recipes.point_lr_multiplier(quantizer)
     assert default.resolved_point_lr_multiplier() == expected
     assert (expected is None) == (not recipes.is_hyperbolic(quantizer))
-    explicit = training.TrainConfig(quantizer=quantizer, point_lr_multiplier=7.0)
+    explicit = TrainConfig(quantizer=quantizer, point_lr_multiplier=7.0)
     for config, multiplier in ((default, expected), (explicit, 7.0)):
-        optimizer = training.make_optimizer(config, model, 0.1, weight_decay=0.0)
+        made = optimizer.make_optimizer(config, model, 0.1, weight_decay=0.0)
         if recipes.is_hyperbolic(quantizer):
-            assert optimizer.point_lr_multiplier == multiplier
+            assert made.point_lr_multiplier == multiplier
         else:
-            assert isinstance(optimizer, training.KernelSGD)
+            assert isinstance(made, optimizer.KernelSGD)
 
 
 @pytest.mark.parametrize("quantizer", recipes.recipe_names())
 def test_latent_step_defaults_to_the_recipes_and_reaches_the_optimizer(quantizer):
     model = _toy_model()
-    default = training.TrainConfig(quantizer=quantizer)
+    default = TrainConfig(quantizer=quantizer)
     assert default.resolved_latent_lr_multiplier() == recipes.latent_lr_multiplier(quantizer)
-    explicit = training.TrainConfig(quantizer=quantizer, latent_lr_multiplier=7.0)
+    explicit = TrainConfig(quantizer=quantizer, latent_lr_multiplier=7.0)
     for config, multiplier in ((default, recipes.latent_lr_multiplier(quantizer)), (explicit, 7.0)):
-        optimizer = training.make_optimizer(config, model, 0.1, weight_decay=0.0)
-        assert getattr(optimizer, "inner_optimizer", optimizer).multiplier == multiplier
-
-
-def test_latent_step_defaults_are_the_best_measured():
-    # sign/STE and HBNN: x10 beat x1, x3 and x30 on the quick protocol; the rest are not swept.
-    assert recipes.latent_lr_multiplier("ste_sign") == recipes.latent_lr_multiplier("hbnn") == 10.0
-    assert recipes.latent_lr_multiplier("ir_net") == recipes.latent_lr_multiplier("recu") == 1.0
+        made = optimizer.make_optimizer(config, model, 0.1, weight_decay=0.0)
+        assert getattr(made, "inner_optimizer", made).multiplier == multiplier
 
 
 def test_learning_rate_schedule():
-    schedule = training.learning_rate_schedule(0.1, epochs=10, steps_per_epoch=10, warmup_epochs=2)
+    schedule = optimizer.learning_rate_schedule(0.1, epochs=10, steps_per_epoch=10, warmup_epochs=2)
     lrs = [float(schedule(step)) for step in (0, 10, 20, 60, 100)]
     assert lrs[0] == 0 and lrs[1] == pytest.approx(0.05) and lrs[2] == pytest.approx(0.1)
     assert lrs[2] > lrs[3] > lrs[4] and lrs[4] == pytest.approx(0, abs=1e-7)
-    assert [training.default_warmup_epochs(e) for e in (2, 19, 20, 60, 600)] == [0, 0, 1, 3, 5]
-    no_warmup = training.learning_rate_schedule(0.1, epochs=1, steps_per_epoch=10, warmup_epochs=0)
+    assert [optimizer.default_warmup_epochs(e) for e in (2, 19, 20, 60, 600)] == [0, 0, 1, 3, 5]
+    no_warmup = optimizer.learning_rate_schedule(0.1, epochs=1, steps_per_epoch=10, warmup_epochs=0)
     assert float(no_warmup(0)) == pytest.approx(0.1)
 
 
 def test_config_errors_name_parameter_and_choices():
-    with pytest.raises(training.ConfigError, match="`model` must be one of .*vggsmall"):
-        training.TrainConfig(model="alexnet").validate()
-    with pytest.raises(training.ConfigError, match="`quantizer` must be one of .*hbnn"):
-        training.TrainConfig(quantizer="xnor").validate()
-    with pytest.raises(training.ConfigError, match="`epochs` must be an integer >= 1"):
-        training.TrainConfig(epochs=0).validate()
-    with pytest.raises(training.ConfigError, match="`seed` must be an integer >= 0, got -1"):
-        training.TrainConfig(seed=-1).validate()
-    with pytest.raises(training.ConfigError, match="Unknown config key.*bogus"):
-        training.TrainConfig.from_dict({"bogus": 1})
-    a, b = training.TrainConfig(), training.TrainConfig(verbose=0, run_dir="x")
-    assert a.default_run_dir() == b.default_run_dir() != training.TrainConfig(lr=0.2).default_run_dir()
+    with pytest.raises(ConfigError, match="`model` must be one of .*vggsmall"):
+        TrainConfig(model="alexnet").validate()
+    with pytest.raises(ConfigError, match="`quantizer` must be one of .*hbnn"):
+        TrainConfig(quantizer="xnor").validate()
+    with pytest.raises(ConfigError, match="`epochs` must be an integer >= 1"):
+        TrainConfig(epochs=0).validate()
+    with pytest.raises(ConfigError, match="`seed` must be an integer >= 0, got -1"):
+        TrainConfig(seed=-1).validate()
+    with pytest.raises(ConfigError, match="Unknown config key.*bogus"):
+        TrainConfig.from_dict({"bogus": 1})
+    with pytest.raises(ConfigError, match="`precision` must be one of 'float32'"):
+        TrainConfig(precision="float64").validate()
 
 
 @pytest.mark.parametrize("variant, stem", [(None, (3, 3)), ("cifar", (3, 3)), ("imagenet", (7, 7))])
 def test_variant_picks_the_resnet_layout_at_any_image_size(variant, stem):
-    config = training.TrainConfig(model="resnet18", width=0.125, variant=variant).validate()
+    config = TrainConfig(model="resnet18", width=0.125, variant=variant).validate()
     dataset = type("Dataset", (), {"input_shape": (64, 64, 3), "num_classes": 10})()
-    assert training.build_model(config, dataset).get_layer("stem_conv").kernel_size == stem
+    assert run.build_model(config, dataset).get_layer("stem_conv").kernel_size == stem
 
 
 def test_variant_errors_and_run_dir():
-    with pytest.raises(training.ConfigError, match="`variant` applies to resnet18, resnet34 only; `model` 'vggsmall'"):
-        training.TrainConfig(variant="imagenet").validate()
-    with pytest.raises(training.ConfigError, match="`variant` must be one of cifar, imagenet; got 'mobile'"):
-        training.TrainConfig(model="resnet18", variant="mobile").validate()
-    plain, imagenet = training.TrainConfig(model="resnet18"), training.TrainConfig(model="resnet18", variant="imagenet")
+    with pytest.raises(ConfigError, match="`variant` applies to resnet18, resnet34 only; `model` 'vggsmall'"):
+        TrainConfig(variant="imagenet").validate()
+    with pytest.raises(ConfigError, match="`variant` must be one of 'cifar', 'imagenet'; got 'mobile'"):
+        TrainConfig(model="resnet18", variant="mobile").validate()
+    plain, imagenet = TrainConfig(model="resnet18"), TrainConfig(model="resnet18", variant="imagenet")
     assert plain.default_run_dir() != imagenet.default_run_dir()
 
 
-# `TrainConfig(cluster_size=4, selection="geometric").default_run_dir()` before `on_switch` existed.
-PRE_ON_SWITCH_EPC_DIR = "runs/vggsmall-cifar10-hbnn-a8b0a0b4"
+# A value for every field that differs from its default: each hashed one must move the run directory.
+OTHER_VALUES = dict(
+    model="resnet18", dataset="cifar100", data_dir="/data", quantizer="ste_sign", epochs=3, batch_size=128, lr=0.2,
+    momentum=0.8, warmup_epochs=1, weight_decay=0.0, latent_lr_multiplier=3.0, point_lr_multiplier=3.0,
+    point_update="mobius", radius=0.5, cluster_size=2, selection="loss", on_switch="keep", grouping="channel",
+    width=0.5, variant="imagenet", image_size=64, seed=1, strategy="mirrored", precision="mixed_bfloat16",
+    max_train_examples=100, max_test_examples=100,
+    run_dir="elsewhere", export=False, download=False, overwrite=True, run_eagerly=True, verbose=0,
+)
+OUTPUT_ONLY = ("run_dir", "export", "download", "overwrite", "run_eagerly", "verbose")
+EPC_ONLY = ("selection", "on_switch")  # EPC's options: they change nothing with one chart
 
 
-def test_on_switch_reaches_every_epc_quantizer_and_keeps_earlier_run_dirs():
-    with pytest.raises(training.ConfigError, match="`on_switch` must be one of keep, reexpress; got 'swap'"):
-        training.TrainConfig(on_switch="swap").validate()
-    # Computed before `on_switch` existed: the default must not move earlier runs' directories,
-    # nor an EPC run with the then-default "keep"; with one chart the option changes nothing.
-    assert training.TrainConfig().default_run_dir() == Path("runs/vggsmall-cifar10-hbnn-e1424b3e")
-    assert training.TrainConfig(on_switch="keep").default_run_dir() == training.TrainConfig().default_run_dir()
-    epc = dict(cluster_size=4, selection="geometric")
-    assert training.TrainConfig(**epc, on_switch="keep").default_run_dir() == Path(PRE_ON_SWITCH_EPC_DIR)
-    assert training.TrainConfig(**epc).default_run_dir() != Path(PRE_ON_SWITCH_EPC_DIR)
+def test_other_values_cover_every_field():
+    assert set(OTHER_VALUES) == {f.name for f in dataclasses.fields(TrainConfig)}
+
+
+@pytest.mark.parametrize("field", sorted(OTHER_VALUES))
+def test_run_dir_moves_with_every_field_that_changes_the_run(field):
+    base = TrainConfig(cluster_size=2) if field in EPC_ONLY else TrainConfig()
+    changed = dataclasses.replace(base, **{field: OTHER_VALUES[field]})
+    assert default_run_dir(base) == default_run_dir(dataclasses.replace(base))  # same config, same directory
+    if field in OUTPUT_ONLY:
+        assert default_run_dir(changed) == default_run_dir(base), field
+    else:
+        assert default_run_dir(changed) != default_run_dir(base), field
+    assert changed.default_run_dir() == default_run_dir(changed)
+
+
+@pytest.mark.parametrize("field", EPC_ONLY)
+def test_epc_options_do_not_move_a_one_chart_run(field):
+    assert default_run_dir(TrainConfig(**{field: OTHER_VALUES[field]})) == default_run_dir(TrainConfig())
+
+
+@pytest.mark.parametrize("quantizer", recipes.recipe_names())
+def test_stating_the_recipes_defaults_keeps_the_run_dir(quantizer):
+    leaves = TrainConfig(quantizer=quantizer)
+    states = TrainConfig(quantizer=quantizer, radius=leaves.resolved_radius(),
+                         latent_lr_multiplier=leaves.resolved_latent_lr_multiplier(),
+                         point_lr_multiplier=leaves.resolved_point_lr_multiplier())
+    assert default_run_dir(states) == default_run_dir(leaves)
+    as_integers = TrainConfig(quantizer=quantizer, width=1, latent_lr_multiplier=int(states.latent_lr_multiplier))
+    assert default_run_dir(as_integers) == default_run_dir(leaves)
+
+
+def test_on_switch_reaches_every_epc_quantizer():
+    with pytest.raises(ConfigError, match="`on_switch` must be one of 'keep', 'reexpress'; got 'swap'"):
+        TrainConfig(on_switch="swap").validate()
     config = cli.parse_config(["--cluster-size", "2", "--on-switch", "reexpress", "--width", "0.125"]).validate()
     shape = types.SimpleNamespace(input_shape=(32, 32, 3), num_classes=10)
-    quantizers = [q for _, q in hyperbolic_quantizers(training.build_model(config, shape))]
+    quantizers = [q for _, q in hyperbolic_quantizers(run.build_model(config, shape))]
     assert quantizers and all(q.on_switch == "reexpress" and q.cluster_size == 2 for q in quantizers)
 
 
-def test_the_boundary_recipe_measured_best_at_r_0_01_and_its_default_run_dir_moved_with_it():
-    from hbnn_larq import recipes
-
+def test_the_boundary_recipe_builds_boundary_quantizers_and_options_override_its_radius():
     quantizer = recipes.kernel_quantizer("hbnn-boundary")
-    assert quantizer.boundary and quantizer.r == 0.01 and recipes.latent_lr_multiplier("hbnn-boundary") == 10.0
+    assert quantizer.boundary and TrainConfig(quantizer="hbnn-boundary").resolved_radius() == quantizer.r
     assert recipes.kernel_quantizer("hbnn-boundary", r=1.0).r == 1.0  # the paper's ∂D, on request
-    config = training.TrainConfig(quantizer="hbnn-boundary")
-    assert config.resolved_latent_lr_multiplier() == 10.0
-    # Computed while the recipe meant r = 1 and latent x1: the same command must not resume that run.
-    assert config.default_run_dir() != Path("runs/vggsmall-cifar10-hbnn-boundary-a4e2d773")
-    explicit = training.TrainConfig(quantizer="hbnn-boundary", radius=0.01, latent_lr_multiplier=10.0)
-    assert config.default_run_dir() == explicit.default_run_dir()
 
 
+@pytest.mark.slow
 def test_bad_flags_list_valid_choices(tmp_path):
     result = run_cli(["--quantizer", "xnor"], cwd=tmp_path, timeout=120)
     assert result.returncode == 2
@@ -191,6 +216,7 @@ def test_bad_flags_list_valid_choices(tmp_path):
 
 
 # -- the CLI, end to end ---------------------------------------------------------------------------
+@pytest.mark.slow
 def test_sigkill_then_same_command_resumes_and_completes(tiny, tmp_path, monkeypatch):
     """End to end: a run (EPC, t=2) is SIGKILLed after its first epoch, the same command resumes
     it, and the finished run directory holds every output."""
@@ -222,7 +248,7 @@ def test_sigkill_then_same_command_resumes_and_completes(tiny, tmp_path, monkeyp
     results = json.loads((run_dir / "results.json").read_text())
     assert [r["epoch"] for r in results["epochs"]] == list(range(1, epochs + 1))
     # The step counter (hence the LR schedule) was restored, not restarted with the process.
-    schedule = training.learning_rate_schedule(0.02, epochs, steps, 0)
+    schedule = optimizer.learning_rate_schedule(0.02, epochs, steps, 0)
     assert results["epochs"][-1]["lr"] == pytest.approx(float(schedule(epochs * steps - 1)), rel=1e-4)
 
     assert results["status"] == "complete" and results["config"]["cluster_size"] == 2
@@ -244,11 +270,12 @@ def test_sigkill_then_same_command_resumes_and_completes(tiny, tmp_path, monkeyp
     model = tf.keras.models.load_model(run_dir / "model.keras")
     assert model.output_shape == (None, 3)
     # Re-running a complete run reports it instead of training again.
-    config = training.TrainConfig(**{**results["config"], "verbose": 0})
+    config = TrainConfig(**{**results["config"], "verbose": 0})
     monkeypatch.chdir(tmp_path)
-    assert training.train(config)["wall_time_s"] == results["wall_time_s"]
+    assert run.train(config)["wall_time_s"] == results["wall_time_s"]
 
 
+@pytest.mark.slow
 def test_mirrored_strategy_on_two_logical_cpus(tiny, tmp_path):
     script = f"""
 import hbnn_larq, json, tensorflow as tf
@@ -277,6 +304,7 @@ def _free_ports(n):
     return ports
 
 
+@pytest.mark.slow
 def test_multiworker_strategy_with_two_local_workers(tiny, tmp_path):
     workers = [f"127.0.0.1:{p}" for p in _free_ports(2)]
     args = [*TINY, "--dataset", str(tiny), "--epochs", "1", "--no-export", "--verbose", "0",
@@ -309,7 +337,21 @@ def test_epoch_seconds_include_work_done_in_earlier_callbacks(tmp_path):
     model.compile("sgd", "mse")
     x = np.zeros((8, 2), "float32")
     model.fit(x, x[:, :1], epochs=3, verbose=0,
-              callbacks=[slow, training.EpochRecorder(tmp_path / "epochs.json")])
+              callbacks=[slow, callbacks.EpochRecorder(tmp_path / "epochs.json")])
     records = json.loads((tmp_path / "epochs.json").read_text())
     assert [r["epoch"] for r in records] == [1, 2, 3]
     assert all(r["seconds"] >= pause for r in records), records
+
+
+@pytest.mark.slow
+def test_traced_training_exports_one_bconv_per_binarized_conv(tiny, tmp_path):
+    """In-process and traced (not `run_eagerly`), as real runs train: one epoch, then the export."""
+    run_dir = tmp_path / "run"
+    results = run.train(TrainConfig(model="vggsmall", width=0.125, dataset=str(tiny), epochs=1, batch_size=8, seed=1,
+                                    run_dir=str(run_dir), verbose=0))
+    assert results["status"] == "complete" and json.loads((run_dir / "results.json").read_text()) == results
+    assert len(results["epochs"]) == 1 and 0 <= results["final"]["test_accuracy"] <= 1
+    flatbuffer = (run_dir / "model.tflite").read_bytes()
+    model = tf.keras.models.load_model(run_dir / "model.keras")
+    binarized = binarized_layers(model)
+    assert binarized and op_names(flatbuffer).count("LceBconv2d") == len(binarized)

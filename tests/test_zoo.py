@@ -7,7 +7,8 @@ import tensorflow as tf
 
 import hbnn_larq
 from hbnn_larq import zoo
-from hbnn_larq.export import binarized_layers, op_names
+from hbnn_larq.export import op_names
+from hbnn_larq.utils import binarized_layers
 from hbnn_larq.zoo import common, resnet, sizes
 
 CIFAR = (32, 32, 3)

@@ -9,14 +9,8 @@ model = zoo.ResNet18(variant="imagenet", num_classes=1000, weights="resnet18.npz
 ```
 """
 
-from hbnn_larq.zoo.pretrained import (
-    available_weights,
-    load_pretrained,
-    register_weights,
-    registered_path,
-    registered_weights,
-    save_pretrained,
-)
+from hbnn_larq.zoo.pretrained import available_weights, register_weights, registered_path, registered_weights
+from hbnn_larq.zoo.weights_file import load_pretrained, save_pretrained
 from hbnn_larq.zoo.registry import MODEL_VARIANTS, MODELS, get_model, model_names
 from hbnn_larq.zoo.resnet import ResNet18, ResNet34
 from hbnn_larq.zoo.vgg_small import VGGSmall

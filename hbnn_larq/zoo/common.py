@@ -14,7 +14,7 @@ import numbers
 import larq as lq
 import tensorflow as tf
 
-# LCE fuses padding with ones into the binary convolution (larq-notes §6); zeros are the
+# LCE fuses padding with ones into the binary convolution (LCE's model optimization guide); zeros are the
 # reference code's choice and are accepted by LCE only for target="arm".
 PAD_VALUES = (0.0, 1.0)
 ACTIVATION_QUANTIZER = "approx_sign"

@@ -1,4 +1,4 @@
-"""Binarized ResNet-18/34 in the CIFAR and the ImageNet (Bi-Real) layouts (hbnn-digest.md §7).
+"""Binarized ResNet-18/34 in the CIFAR and the ImageNet (Bi-Real) layouts (the paper's backbones).
 
 Both layouts keep the stem convolution, the downsample shortcuts and the classifier in full
 precision; every 3×3 convolution inside the residual stages is binarized.
@@ -16,8 +16,8 @@ the 2D BNs start with γ = 1e-8 (the head BN with γ = 1).
 **Downsample shortcut** `s(x)` (where stride or width change): full-precision 1×1 conv + BN, in
 both layouts (IR-Net's CIFAR choice; RBNN/OvSW use a *binary* 1×1 conv, ReCU avg-pool + zero
 padding). It carries real-valued information across the stage boundary, which binary shortcuts
-destroy, and on LCE it is cheap: three 1×1 convs are about 1.5 % of ResNet-18's
-multiply-accumulates (see `python -m hbnn_larq.zoo.sizes`). The parameter-free alternative
+destroy, and on LCE it is cheap: three 1×1 convs are a small share of ResNet-18's
+multiply-accumulates (`python -m hbnn_larq.zoo.sizes` counts them). The parameter-free alternative
 would zero half of the channels of every stage's first residual sum.
 """
 

@@ -1,4 +1,4 @@
-"""VGG-Small for CIFAR (the BNN literature's VGG-small; hbnn-digest.md §7).
+"""VGG-Small for CIFAR (the BNN literature's VGG-small, the paper's CIFAR backbone).
 
 | layer | op (3×3, pad 1, no bias) | precision | output (width 1) |
 |---|---|---|---|

@@ -1,4 +1,4 @@
-"""Named weight-binarization recipes shared by the zoo, `train.py` and the benchmarks.
+"""Named weight-binarization recipes: `train.py --quantizer NAME`, the benchmarks and the tests.
 
 Every comparison runs through the same code path: a recipe name gives the kernel quantizer, the
 kernel constraint and whether the model needs `RiemannianOptimizer` (it has points to train).
@@ -19,16 +19,16 @@ schedules (EDE `t`, ReCU `τ`) need the `hbnn_larq.QuantizerSchedule` callback. 
 is the quantizer's own (`HyperbolicSign.resolved_point_lr_multiplier`: 1 when the base
 re-standardises every filter, else 100), so a bare `RiemannianOptimizer` trains every recipe with it.
 
-The latent LR column is the default multiplier of the latent binary kernels' learning rate in
-`hbnn_larq.training` (`TrainConfig.latent_lr_multiplier=None`): the setting that measured best
-on the quick benchmark protocol (`benchmarks/accuracy.py`, VGG-Small x0.25, 10 CIFAR-10 epochs),
-x10 for sign/STE and HBNN (x3 and x30 were worse for both); recipes whose latent step has not
-been swept keep the papers' x1. Pass `--latent-lr-multiplier 1` for the papers' recipe.
+The latent LR column is the default multiplier of the latent binary kernels' learning rate
+(`TrainConfig.latent_lr_multiplier=None`): x10 for `ste_sign` and `hbnn`, the best of the latent
+steps swept on the quick benchmark protocol (`benchmarks/accuracy.py`; see the README's results),
+and for `hbnn-boundary`, measured at it; recipes whose latent step has not been swept keep the
+papers' x1. Pass `--latent-lr-multiplier 1` for the papers' recipe.
 
-`hbnn-boundary` (the paper's HBNN(∂D)) uses r = 0.01, not the paper's r = 1: at HBNN's tuned steps
-the boundary at r = 0.01 was 3.08 +- 0.91 points above r = 1 on the quick protocol (3 seeds, every
-seed ahead) and the best HBNN setting measured (README, "Radius ablation"). Pass `--radius 1
---latent-lr-multiplier 1 --point-lr-multiplier 1` for the paper's ∂D recipe.
+`hbnn-boundary` (the paper's HBNN(∂D)) uses r = 0.01 instead of the paper's r = 1, the radius that
+measured best for the boundary at HBNN's tuned steps (see the README's results, "Radius
+ablation"). Pass `--radius 1 --latent-lr-multiplier 1 --point-lr-multiplier 1` for the paper's
+∂D recipe.
 """
 
 from __future__ import annotations
@@ -38,6 +38,8 @@ from typing import Callable, NamedTuple
 from hbnn_larq.ir_net import IRNetSign
 from hbnn_larq.quantizers import HyperbolicSign
 from hbnn_larq.recu import ReCUSign
+from hbnn_larq.utils import check_choice
+
 
 class Recipe(NamedTuple):
     make_quantizer: Callable  # make_quantizer(**options) -> a fresh kernel quantizer
@@ -60,8 +62,7 @@ def recipe_names() -> list[str]:
 
 
 def _lookup(name: str) -> Recipe:
-    if name not in _RECIPES:
-        raise ValueError(f"`quantizer` must be one of {', '.join(recipe_names())}; got {name!r}.")
+    check_choice("quantizer", name, recipe_names())
     return _RECIPES[name]
 
 
@@ -112,7 +113,7 @@ def _hbnn_with(make_base):
     return make
 
 
-# x10: the best-measured latent step of both (see the module docstring).
+# x10: see the module docstring.
 register_recipe("ste_sign", lambda: "ste_sign", kernel_constraint="weight_clip", latent_lr_multiplier=10.0)
 register_recipe("hbnn", _hbnn, hyperbolic=True, latent_lr_multiplier=10.0)
 register_recipe("hbnn-boundary", _hbnn_boundary, hyperbolic=True, latent_lr_multiplier=10.0)

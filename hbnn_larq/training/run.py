@@ -1,0 +1,192 @@
+"""`train()`: one training run of `train.py`, importable so that benchmarks can run it in-process.
+
+```python
+from hbnn_larq.training import TrainConfig, train
+results = train(TrainConfig(model="vggsmall", dataset="cifar10", width=0.25, epochs=1))
+```
+
+**Run directory** (`config.run_dir`, default `hbnn_larq.training.config.default_run_dir`, so that
+re-running the same command finds and resumes the same run): `config.json`, `backup/` (the
+per-epoch checkpoint: model, optimizer, epoch; removed when training completes), `history.csv`,
+`epochs.json`, `logs/` (TensorBoard), `charts.json` (EPC: every chart-selection round, its
+scores and the signs each switch flipped), then `model.keras` (reload after `import hbnn_larq`),
+`model.tflite` (LCE), `weights.npz` (`hbnn_larq.zoo.save_pretrained`, 1 bit per binary weight)
+and `results.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import tensorflow as tf
+
+from hbnn_larq._atomic import write_json
+from hbnn_larq.export import convert_keras_model
+from hbnn_larq.precision import policy_scope
+from hbnn_larq.training import recipes
+from hbnn_larq.training.callbacks import run_callbacks
+from hbnn_larq.training.config import ConfigError, TrainConfig, default_run_dir
+from hbnn_larq.training.data import ImageDataset, load_dataset
+from hbnn_larq.training.optimizer import (default_epochs, default_warmup_epochs, default_weight_decay,
+                                          learning_rate_schedule, make_optimizer)
+from hbnn_larq.training.provenance import machine, versions
+
+
+def build_model(config: TrainConfig, dataset: ImageDataset) -> tf.keras.Model:
+    """The zoo model of `config` with the kernel quantizer of its recipe."""
+    from hbnn_larq.zoo import get_model
+
+    options = {"cluster_size": config.cluster_size, "selection": config.selection, "on_switch": config.on_switch,
+               "grouping": config.grouping}
+    if config.radius is not None:
+        options["r"] = config.radius
+    layout = {} if config.variant is None else {"variant": config.variant}
+    return get_model(
+        config.model, input_shape=dataset.input_shape, num_classes=dataset.num_classes,
+        kernel_quantizer=lambda: recipes.kernel_quantizer(config.quantizer, **options),
+        kernel_constraint=recipes.kernel_constraint(config.quantizer), width=config.width, **layout)
+
+
+def make_strategy(name: str) -> tf.distribute.Strategy:
+    """`default`: the current strategy; `mirrored`: all GPUs, else all logical CPUs;
+    `multiworker`: `MultiWorkerMirroredStrategy` configured by the `TF_CONFIG` environment variable."""
+    if name == "mirrored":
+        devices = None
+        if not tf.config.list_logical_devices("GPU"):
+            devices = [d.name for d in tf.config.list_logical_devices("CPU")]
+        return tf.distribute.MirroredStrategy(devices=devices)
+    if name == "multiworker":
+        if "TF_CONFIG" not in os.environ:
+            raise ConfigError("`strategy=multiworker` needs the TF_CONFIG environment variable (cluster and task).")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+    """Whether this process writes the run's outputs (always, unless it is a non-chief worker)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    return resolver is None or resolver.task_id in (None, 0) or not resolver.task_type
+
+
+def standalone_copy(model: tf.keras.Model, weights) -> tf.keras.Model:
+    """A copy of `model` outside any distribution strategy holding `weights`, so that saving and
+    converting it needs no collective op (non-chief workers may have exited by then)."""
+    copy = tf.keras.models.clone_model(model)
+    copy.set_weights(weights)
+    return copy
+
+
+def export_artifacts(model: tf.keras.Model, metadata: dict, run_dir: Path, tflite: bool = True) -> dict:
+    """Write `model.keras` (no optimizer state: `import hbnn_larq` is all a reader needs),
+    `weights.npz` (bit-packed) and, if `tflite`, `model.tflite`; return their paths."""
+    from hbnn_larq.zoo import save_pretrained
+
+    model.save(str(run_dir / "model.keras"))
+    artifacts = {"model": str(run_dir / "model.keras")}
+    artifacts["weights"] = str(save_pretrained(model, run_dir / "weights.npz", metadata=metadata))
+    if tflite:
+        flatbuffer = convert_keras_model(model)
+        (run_dir / "model.tflite").write_bytes(flatbuffer)
+        artifacts["tflite"] = str(run_dir / "model.tflite")
+        artifacts["tflite_bytes"] = len(flatbuffer)
+    return artifacts
+
+
+def train(config: TrainConfig, *, model_fn=None) -> dict:
+    """Train, evaluate and export one run; resume it if its run directory holds a checkpoint.
+
+    # Arguments
+    config: a `TrainConfig`.
+    model_fn: optional `model_fn(config, dataset) -> tf.keras.Model` replacing the zoo model.
+
+    # Returns
+    The contents of `results.json`.
+
+    # Raises
+    ConfigError: invalid configuration. `hbnn_larq.training.data.DataError`: dataset problems.
+    """
+    config.validate()
+    start = time.time()
+    run_dir = Path(config.run_dir) if config.run_dir else default_run_dir(config)
+    results_path = run_dir / "results.json"
+    if results_path.is_file() and json.loads(results_path.read_text()).get("status") == "complete":
+        if not config.overwrite:
+            _say(config, f"Run {run_dir} is already complete (pass --overwrite to train again).")
+            return json.loads(results_path.read_text())
+        for stale in ("results.json", "epochs.json", "history.csv"):
+            (run_dir / stale).unlink(missing_ok=True)
+    strategy = make_strategy(config.strategy)
+    chief = is_chief(strategy)
+    tf.keras.utils.set_random_seed(config.seed)
+    dataset = load_dataset(
+        config.dataset, data_dir=config.data_dir, batch_size=config.batch_size, image_size=config.image_size,
+        max_train_examples=config.max_train_examples, max_test_examples=config.max_test_examples,
+        seed=config.seed, download=config.download)
+    epochs = config.epochs or default_epochs(dataset.style)
+    weight_decay = config.weight_decay if config.weight_decay is not None else default_weight_decay(dataset.style)
+    warmup = config.warmup_epochs if config.warmup_epochs is not None else default_warmup_epochs(epochs)
+    recipe = {"epochs": epochs, "weight_decay": weight_decay, "warmup_epochs": warmup,
+              "latent_lr_multiplier": config.resolved_latent_lr_multiplier(),
+              "point_lr_multiplier": config.resolved_point_lr_multiplier(),
+              "steps_per_epoch": dataset.steps_per_epoch}
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if chief:
+        write_json(run_dir / "config.json", {"config": config.to_dict(), "resolved": recipe})
+    _say(config, f"Run directory: {run_dir}\nData: {dataset.source} ({dataset.num_train} train / {dataset.num_test} "
+                 f"test, {dataset.num_classes} classes, {dataset.image_size} px)")
+
+    with strategy.scope():
+        with policy_scope(config.precision):  # the model keeps its layers' policy after the block
+            model = (model_fn or build_model)(config, dataset)
+        schedule = learning_rate_schedule(config.lr, epochs, dataset.steps_per_epoch, warmup)
+        model.compile(make_optimizer(config, model, schedule, weight_decay),
+                      loss="sparse_categorical_crossentropy", metrics=["accuracy"], run_eagerly=config.run_eagerly)
+    callbacks = run_callbacks(config, run_dir, dataset, epochs, chief)
+    try:
+        model.fit(dataset.train, validation_data=dataset.test, epochs=epochs, callbacks=callbacks,
+                  verbose=config.verbose)
+        test_loss, test_accuracy = model.evaluate(dataset.test, verbose=0)
+    except tf.errors.InvalidArgumentError:
+        dataset.check_files()  # a file decoded on the fly is unreadable: name it instead
+        raise
+    weights = model.get_weights()  # every worker: reading synchronised variables is a collective op
+    if not chief:
+        return {"status": "complete", "final": {"test_accuracy": float(test_accuracy)}}
+    from hbnn_larq.zoo.pretrained import zoo_metadata
+
+    metadata = {**(zoo_metadata(model) or {"model": config.model}), "dataset": dataset.summary()}
+    artifacts = export_artifacts(standalone_copy(model, weights), metadata, run_dir, tflite=config.export)
+    records = json.loads((run_dir / "epochs.json").read_text())
+    results = {
+        "status": "complete",
+        "config": config.to_dict(), "resolved": recipe, "dataset": dataset.summary(),
+        "epochs": records,
+        "final": {"test_accuracy": float(test_accuracy), "test_loss": float(test_loss)},
+        "wall_time_s": time.time() - start,
+        "train_time_s": float(sum(r["seconds"] for r in records)),
+        "replicas": strategy.num_replicas_in_sync,
+        "artifacts": artifacts, "versions": versions(), "machine": machine(),
+    }
+    write_json(results_path, results)
+    return results
+
+
+def _say(config: TrainConfig, message: str) -> None:
+    if config.verbose:
+        print(message, flush=True)
+
+
+def summary_text(results: dict) -> str:
+    """A short human-readable summary of `results` (as returned by `train`)."""
+    lines = [f"{'epoch':>5} {'train acc':>9} {'test acc':>9} {'flips':>8} {'s':>7}"]
+    for r in results.get("epochs", []):
+        flips = f"{r['flip_rate_mean']:.4f}" if r.get("flip_rate_mean") is not None else "-"
+        lines.append(f"{r['epoch']:>5} {r['train_accuracy'] or 0:>9.4f} {r['test_accuracy'] or 0:>9.4f} {flips:>8} {r['seconds']:>7.1f}")
+    final = results.get("final", {})
+    lines.append(f"final test accuracy {final.get('test_accuracy', float('nan')):.4f}, wall time {results.get('wall_time_s', 0):.0f} s")
+    for key, value in results.get("artifacts", {}).items():
+        lines.append(f"{key}: {value}")
+    return "\n".join(lines)
