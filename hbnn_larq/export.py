@@ -39,8 +39,11 @@ def binarized_layers(model: tf.keras.Model) -> list:
 
 def quantized_kernel(layer) -> np.ndarray:
     """The kernel as the layer uses it in the forward pass (e.g. exactly ±1), as NumPy."""
+    # `.value()` hands the quantizer the latent kernel as a tensor (float32 outside the layer's
+    # call, whatever the dtype policy): larq's own quantizers reject the variable itself when
+    # the layer's policy is a mixed one (their custom gradient sees a variable).
     with lq.context.quantized_scope(True):
-        return layer.kernel.numpy()
+        return np.asarray(tf.cast(layer.kernel.value(), tf.float32))
 
 
 def bake_quantized_kernels(model: tf.keras.Model) -> tf.keras.Model:
