@@ -17,7 +17,6 @@ same 1-bit model either way.
 
 from __future__ import annotations
 
-import larq as lq
 import numpy as np
 import tensorflow as tf
 

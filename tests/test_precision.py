@@ -275,6 +275,19 @@ def test_export_of_a_model_built_and_trained_under_any_policy(precision):
             np.testing.assert_array_equal(hbnn_larq.utils.quantized_kernel(source), target.get_weights()[0])
 
 
+@pytest.mark.parametrize("precision", MIXED)
+def test_a_larq_sign_model_under_a_mixed_policy_trains_with_flip_monitoring_and_exports(precision):
+    """larq's own `ste_sign` under a mixed policy: its kernel is read for flip rates and export."""
+    with policy_scope(precision):
+        model = tiny_model("ste_sign", channels=(32, 32))
+    model.compile(tf.keras.optimizers.SGD(0.05), loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x, y = random_data(32)
+    history = model.fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=[hbnn_larq.FlipRateMonitor()])
+    assert np.isfinite(history.history["loss"][-1]) and "flips/mean" in history.history
+    flatbuffer = hbnn_larq.convert_keras_model(model)
+    assert hbnn_larq.op_names(flatbuffer).count("LceBconv2d") == 2
+
+
 @pytest.mark.parametrize("activation", ["softmax", None])
 def test_zoo_outputs_are_float32_under_a_mixed_policy(activation):
     with policy_scope("mixed_bfloat16"):
