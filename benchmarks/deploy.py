@@ -61,7 +61,8 @@ def tflite_predict(flatbuffer: bytes):
 def measure_model(label: str, name: str, kwargs: dict, repeats: int) -> dict:
     import larq_compute_engine as lce
     import numpy as np
-    from larq_compute_engine.tflite.python.interpreter import Interpreter
+    from larq_compute_engine import testing as lce_testing  # LCE's public test interpreter
+    Interpreter = lce_testing.Interpreter
 
     import hbnn_larq
     from hbnn_larq.zoo import get_model
@@ -91,7 +92,8 @@ def agreement(model, dataset, source: str) -> dict:
     and whether the images they disagree on are near-ties: the largest gap between Keras' top two
     probabilities among them (a large gap would point at a conversion bug, not float rounding)."""
     import numpy as np
-    from larq_compute_engine.tflite.python.interpreter import Interpreter
+    from larq_compute_engine import testing as lce_testing  # LCE's public test interpreter
+    Interpreter = lce_testing.Interpreter
 
     import hbnn_larq
 
@@ -199,7 +201,8 @@ def sign_flips(model, x, source: str) -> dict:
     """
     import numpy as np
     import tensorflow as tf
-    from larq_compute_engine.tflite.python.interpreter import Interpreter
+    from larq_compute_engine import testing as lce_testing  # LCE's public test interpreter
+    Interpreter = lce_testing.Interpreter
 
     import hbnn_larq
 

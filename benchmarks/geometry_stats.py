@@ -37,19 +37,16 @@ import numpy as np
 from bench_common import RESULTS, ROOT, binary_sign
 
 
-
-def mobius_add(x: np.ndarray, y: np.ndarray, r: float) -> np.ndarray:
-    xy, x2, y2 = np.dot(x, y), np.dot(x, x), np.dot(y, y)
-    return ((1 + 2 * r * xy + r * y2) * x + (1 - r * x2) * y) / (1 + 2 * r * xy + r * r * x2 * y2)
-
-
 def exp_map(v: np.ndarray, p: np.ndarray, r: float, boundary: bool) -> tuple[np.ndarray, float]:
-    """\\(\\exp_p(v)\\) (or its boundary variant) of flat float64 vectors, and its tanh argument
-    \\(a = \\sqrt r\\,\\lambda_p\\|v\\|/2\\)."""
-    sqrt_r, vnorm = np.sqrt(r), np.linalg.norm(v)
-    arg = sqrt_r * (2.0 / (1.0 - r * np.dot(p, p))) * vnorm / 2.0
-    scale = 1.0 if boundary else np.tanh(arg)
-    return mobius_add(p, v * (scale / (sqrt_r * vnorm)), r), float(arg)
+    """\\(\\exp_p(v)\\) (or its boundary variant) of flat vectors, computed by the library's
+    `PoincareBall` in float64, and its tanh argument \\(a = \\sqrt r\\,\\lambda_p\\|v\\|/2\\)."""
+    from hbnn_larq.geometry import PoincareBall
+
+    ball = PoincareBall(r)
+    v, p = np.asarray(v, np.float64), np.asarray(p, np.float64)
+    arg = np.sqrt(r) * (2.0 / (1.0 - r * np.dot(p, p))) * np.linalg.norm(v) / 2.0
+    mapped = ball.boundary_map(p, v) if boundary else ball.expmap(p, v)
+    return np.asarray(mapped), float(arg)
 
 
 def layer_stats(v: np.ndarray, p: np.ndarray, w: np.ndarray, arg: float, r: float, filters: int,

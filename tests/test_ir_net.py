@@ -8,8 +8,8 @@ import pytest
 import tensorflow as tf
 
 import hbnn_larq
-from hbnn_larq.training import recipes
 from hbnn_larq.ir_net import IRNetSign, ede_sign
+from hbnn_larq.training import recipes
 from tests.helpers import (
     assert_chain_rule, assert_lce_matches, hbnn_composition, one_conv_model, randomize_batch_norm, save_and_reload,
 )

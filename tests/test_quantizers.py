@@ -127,7 +127,7 @@ def test_channel_grouping_keeps_each_channel_in_its_own_ball():
     q = built(HyperbolicSign(grouping="channel"))
     assert q.manifold.axis == (0, 1, 2)
     q.points[0].assign(tf.ones((3, 3, 4, 8)) * 100.0)
-    q.points[0].assign(q.points[0].constraint(q.points[0]))
+    q.points[0].assign(q.points[0].constraint.project(q.points[0]))
     norms = np.linalg.norm(q.points[0].numpy().reshape(-1, 8), axis=0)
     assert np.all(np.sqrt(0.05) * norms < 1.0)
 

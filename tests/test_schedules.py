@@ -8,8 +8,8 @@ import pytest
 import tensorflow as tf
 
 import hbnn_larq
-from hbnn_larq.training import recipes
 from hbnn_larq.schedules import QuantizerSchedule, scheduled_quantizers
+from hbnn_larq.training import recipes
 
 
 def ir_net_t(f, t_min=0.1, t_max=10.0):  # IR-Net Log_UP
@@ -76,7 +76,7 @@ class Recorder(tf.keras.callbacks.Callback):
 def test_updates_variables_during_fit():
     model = model_with(["ir_net", "recu+hbnn"])
     quantizers = scheduled_quantizers(model)
-    model.compile(tf.keras.optimizers.SGD(0.01), "mse")
+    model.compile(hbnn_larq.RiemannianOptimizer(tf.keras.optimizers.SGD(0.01)), "mse")
     recorder = Recorder(quantizers)
     x = np.random.default_rng(0).normal(size=(8, 5, 5, 8)).astype(np.float32)
     y = np.zeros((8, 2), np.float32)
@@ -107,6 +107,6 @@ def test_graph_sees_updates_in_fit():
 
 def test_harmless_without_scheduled_quantizers():
     model = model_with(["ste_sign", "hbnn"])
-    model.compile(tf.keras.optimizers.SGD(0.01), "mse")
+    model.compile(hbnn_larq.RiemannianOptimizer(tf.keras.optimizers.SGD(0.01)), "mse")
     x = np.random.default_rng(0).normal(size=(4, 5, 5, 8)).astype(np.float32)
     model.fit(x, np.zeros((4, 2), np.float32), epochs=2, verbose=0, callbacks=[hbnn_larq.QuantizerSchedule(2)])

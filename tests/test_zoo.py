@@ -243,7 +243,8 @@ def test_bn_before_pool_is_the_same_function_at_inference_iff_gamma_positive(neg
     ],
 )
 def test_lce_conversion_binarizes_every_conv_and_matches_keras(name, kwargs, float_convs):
-    from larq_compute_engine.tflite.python.interpreter import Interpreter
+    from larq_compute_engine import testing as lce_testing  # LCE's public test interpreter
+    Interpreter = lce_testing.Interpreter
 
     model = zoo.get_model(name, classifier_activation=None, **kwargs)
     randomize_inference_state(model)

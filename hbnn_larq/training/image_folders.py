@@ -17,11 +17,11 @@ import numpy as np
 import tensorflow as tf
 
 from hbnn_larq._atomic import atomic_open
+from hbnn_larq.zoo.common import MAX_CIFAR_SIDE
 from hbnn_larq.training.sources import (NORMALIZATION, TEST_SPLITS, DataError, Source, Split, UnreadableImagesError,
                                         cache_root)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
-SMALL_IMAGE_MAX = 64  # sources up to this size get the CIFAR recipe
 CENTRE_CROP = 0.875  # the evaluation crop of ImageNet-like images (and their stored size's ratio)
 
 
@@ -145,7 +145,7 @@ def _native_size(path: str) -> int:
 def load_folder(root: Path, name: str, image_size, limits, seed: int) -> Source:
     """The image-folder tree at `root` (the folder holding `train/`) as dataset `name`.
 
-    Sources whose images are at most `SMALL_IMAGE_MAX` px get the 32-px (CIFAR) style; their
+    Sources whose images are at most `hbnn_larq.zoo.common.MAX_CIFAR_SIDE` px get the 32-px (CIFAR) style; their
     normalisation is the named dataset's, else computed on the training split.
     `limits`: `(max_train_examples, max_test_examples)`, seeded random subsets (None: all)."""
     train_paths, train_labels, classes = list_image_folder(root / "train")
@@ -153,7 +153,7 @@ def load_folder(root: Path, name: str, image_size, limits, seed: int) -> Source:
     test_paths, test_labels, _ = list_image_folder(test_dir, classes)
     picks = [_subset(len(train_paths), limits[0], seed, 0), _subset(len(test_paths), limits[1], seed, 1)]
     native = _native_size(train_paths[0])
-    style = "cifar" if native <= SMALL_IMAGE_MAX else "imagenet"
+    style = "cifar" if native <= MAX_CIFAR_SIDE else "imagenet"
     size = int(image_size or (native if style == "cifar" else 224))
     storage, crop = (size, False) if style == "cifar" else (int(round(size / CENTRE_CROP)), True)
     budget = int(float(os.environ.get("HBNN_CACHE_MAX_BYTES", 2e9)))

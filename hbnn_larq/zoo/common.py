@@ -17,6 +17,9 @@ import tensorflow as tf
 # LCE fuses padding with ones into the binary convolution (LCE's model optimization guide); zeros are the
 # reference code's choice and are accepted by LCE only for target="arm".
 PAD_VALUES = (0.0, 1.0)
+# Images whose smaller side is at most this many pixels are "32-px data": ResNet's CIFAR layout
+# and the CIFAR training recipe (padded crops, 600 epochs) apply; ImageNet's above.
+MAX_CIFAR_SIDE = 64
 ACTIVATION_QUANTIZER = "approx_sign"
 
 

@@ -32,8 +32,6 @@ VARIANTS = ("cifar", "imagenet")
 STAGE_FILTERS = (64, 128, 256, 512)
 STEM_FILTERS = 64
 DEFAULT_INPUT_SHAPES = {"cifar": (32, 32, 3), "imagenet": (224, 224, 3)}
-# Inputs up to this side length (pixels) are treated as CIFAR-like when `variant=None`.
-MAX_CIFAR_SIDE = 64
 BLOCKS = {"resnet18": (2, 2, 2, 2), "resnet34": (3, 4, 6, 3)}
 
 IMAGENET_BN_GAMMA = 1e-8
@@ -61,7 +59,7 @@ def infer_variant(input_shape, input_tensor) -> str:
     if shape is None:
         return "cifar"
     sides = [side for side in tuple(shape)[:2] if side is not None]
-    return "imagenet" if sides and min(sides) > MAX_CIFAR_SIDE else "cifar"
+    return "imagenet" if sides and min(sides) > common.MAX_CIFAR_SIDE else "cifar"
 
 
 def binary_resnet(
