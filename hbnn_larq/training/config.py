@@ -22,6 +22,7 @@ from hbnn_larq.precision import PRECISIONS
 from hbnn_larq.quantizers import GROUPINGS, ON_SWITCH, SELECTIONS
 from hbnn_larq.training import recipes
 from hbnn_larq.utils import check_choice
+from hbnn_larq.zoo import MODEL_VARIANTS, model_names
 
 STRATEGIES = ("default", "mirrored", "multiworker")
 # Fields that name outputs or verbosity: they do not change the run, so not its default directory.
@@ -75,8 +76,6 @@ class TrainConfig:
     verbose: int = 1
 
     def validate(self) -> "TrainConfig":
-        from hbnn_larq.zoo import MODEL_VARIANTS, model_names
-
         check_choice("model", self.model, model_names(), error=ConfigError)
         if self.variant is not None:
             if self.model not in MODEL_VARIANTS:

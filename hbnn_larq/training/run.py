@@ -33,12 +33,12 @@ from hbnn_larq.training.data import ImageDataset, load_dataset
 from hbnn_larq.training.optimizer import (default_epochs, default_warmup_epochs, default_weight_decay,
                                           learning_rate_schedule, make_optimizer)
 from hbnn_larq.training.provenance import machine, versions
+from hbnn_larq.zoo import get_model, save_pretrained
+from hbnn_larq.zoo.weights_file import zoo_metadata
 
 
 def build_model(config: TrainConfig, dataset: ImageDataset) -> tf.keras.Model:
     """The zoo model of `config` with the kernel quantizer of its recipe."""
-    from hbnn_larq.zoo import get_model
-
     options = {"cluster_size": config.cluster_size, "selection": config.selection, "on_switch": config.on_switch,
                "grouping": config.grouping}
     if config.radius is not None:
@@ -82,8 +82,6 @@ def standalone_copy(model: tf.keras.Model, weights) -> tf.keras.Model:
 def export_artifacts(model: tf.keras.Model, metadata: dict, run_dir: Path, tflite: bool = True) -> dict:
     """Write `model.keras` (no optimizer state: `import hbnn_larq` is all a reader needs),
     `weights.npz` (bit-packed) and, if `tflite`, `model.tflite`; return their paths."""
-    from hbnn_larq.zoo import save_pretrained
-
     model.save(str(run_dir / "model.keras"))
     artifacts = {"model": str(run_dir / "model.keras")}
     artifacts["weights"] = str(save_pretrained(model, run_dir / "weights.npz", metadata=metadata))
@@ -155,8 +153,6 @@ def train(config: TrainConfig, *, model_fn=None) -> dict:
     weights = model.get_weights()  # every worker: reading synchronised variables is a collective op
     if not chief:
         return {"status": "complete", "final": {"test_accuracy": float(test_accuracy)}}
-    from hbnn_larq.zoo.pretrained import zoo_metadata
-
     metadata = {**(zoo_metadata(model) or {"model": config.model}), "dataset": dataset.summary()}
     artifacts = export_artifacts(standalone_copy(model, weights), metadata, run_dir, tflite=config.export)
     records = json.loads((run_dir / "epochs.json").read_text())

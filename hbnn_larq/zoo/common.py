@@ -14,6 +14,8 @@ import numbers
 import larq as lq
 import tensorflow as tf
 
+from hbnn_larq.quantizers import HyperbolicSign
+
 # LCE fuses padding with ones into the binary convolution (LCE's model optimization guide); zeros are the
 # reference code's choice and are accepted by LCE only for target="arm".
 PAD_VALUES = (0.0, 1.0)
@@ -55,8 +57,6 @@ def kernel_quantizer_factory(kernel_quantizer):
     # Raises
     ValueError: if `kernel_quantizer` is of none of these kinds or names no known quantizer.
     """
-    from hbnn_larq.quantizers import HyperbolicSign
-
     if kernel_quantizer is None:
         return HyperbolicSign
     if isinstance(kernel_quantizer, (str, dict)):
