@@ -265,10 +265,12 @@ def slot_variables(optimizer, variable) -> list:
     if index is None:
         return []
     count = len(inner._index_dict)
-    slot_lists = [value for name, value in vars(inner).items()
-                  if not name.startswith("__") and isinstance(value, (list, tuple)) and len(value) == count
-                  and all(isinstance(v, tf.Variable) for v in value)]
-    return [slots[index] for slots in slot_lists]
+
+    def is_slot_list(value) -> bool:  # slots are non-trainable; the model's variables are not slots
+        return (isinstance(value, (list, tuple)) and len(value) == count
+                and all(isinstance(v, tf.Variable) and not v.trainable and v is not inner.iterations for v in value))
+
+    return [value[index] for value in vars(inner).values() if is_slot_list(value)]
 
 
 def reset_slots(optimizer, variable) -> int:
