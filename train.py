@@ -94,6 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-dir", help="default runs/<model>-<dataset>-<quantizer>-<config hash>")
     p.add_argument("--max-train-examples", type=_positive_int, help="train on a seeded random subset")
     p.add_argument("--max-test-examples", type=_positive_int, help="evaluate on a seeded random subset")
+    p.add_argument("--validation-split", type=float, metavar="F",
+                   help="hold out this fraction of the training images (stratified, the same images for every "
+                        "seed) and validate on it after each epoch; the test split is then evaluated once, at "
+                        "the end (default: no validation split, the test split is evaluated after each epoch)")
     p.add_argument("--no-export", dest="export", action="store_false", help="skip the .tflite conversion")
     p.add_argument("--no-download", dest="download", action="store_false", help="never let TFDS download")
     p.add_argument("--overwrite", action="store_true", help="retrain a run whose results.json is complete")

@@ -14,6 +14,7 @@ from hbnn_larq.export import bake_quantized_kernels, convert_keras_model, op_nam
 from hbnn_larq.flips import FlipRateMonitor  # noqa: E402
 from hbnn_larq.geometry import PoincareBall  # noqa: E402
 from hbnn_larq.ir_net import IRNetSign  # noqa: E402
+from hbnn_larq.normalized_sign import NormalizedSign  # noqa: E402
 from hbnn_larq.optimizers import RiemannianOptimizer  # noqa: E402
 from hbnn_larq.quantizers import HyperbolicSign, hyperbolic_quantizers  # noqa: E402
 from hbnn_larq.recu import ReCUSign  # noqa: E402
@@ -31,6 +32,7 @@ __all__ = [
     "FlipRateMonitor",
     "HyperbolicSign",
     "IRNetSign",
+    "NormalizedSign",
     "PoincareBall",
     "PoincareBallConstraint",
     "QuantizerSchedule",

@@ -17,17 +17,22 @@ from hbnn_larq.training import recipes
 
 
 class EpochRecorder(tf.keras.callbacks.Callback):
-    """Keeps `epochs.json` in the run directory: one record per completed epoch (train/test
-    accuracy and loss, mean flip rate, `lr`: the learning rate of the epoch's last step,
-    `seconds`), surviving restarts.
+    """Keeps `epochs.json` in the run directory: one record per completed epoch (train accuracy
+    and loss, the accuracy and loss of the split Keras validates on each epoch, mean flip rate,
+    `lr`: the learning rate of the epoch's last step, `seconds`), surviving restarts.
+
+    `monitored` names that split in the records: `"validation"` (`val_accuracy`, `val_loss`) when
+    the run holds a validation split out of the training data, else `"test"` (`test_accuracy`,
+    `test_loss`: the test split is then evaluated after every epoch, for curves, never to choose).
 
     `seconds` runs from the previous epoch's end (or the start of training) to this one's, so it
     includes every callback's work, whatever their order: EPC's chart selection, which runs in
     an earlier callback's `on_epoch_begin`, is part of what an epoch costs."""
 
-    def __init__(self, path):
+    def __init__(self, path, monitored: str = "test"):
         super().__init__()
         self.path = Path(path)
+        self.prefix = {"test": "test", "validation": "val"}[monitored]
         self.records = {r["epoch"]: r for r in json.loads(self.path.read_text())} if self.path.is_file() else {}
 
     def on_train_begin(self, logs=None):
@@ -43,7 +48,7 @@ class EpochRecorder(tf.keras.callbacks.Callback):
         self.records[epoch + 1] = {
             "epoch": epoch + 1,
             "train_accuracy": pick("accuracy"), "train_loss": pick("loss"),
-            "test_accuracy": pick("val_accuracy"), "test_loss": pick("val_loss"),
+            f"{self.prefix}_accuracy": pick("val_accuracy"), f"{self.prefix}_loss": pick("val_loss"),
             "flip_rate_mean": pick("flips/mean"), "lr": float(tf.keras.backend.get_value(lr)),
             "seconds": now - previous,
         }
@@ -63,7 +68,7 @@ def run_callbacks(config, run_dir: Path, dataset, epochs: int, chief: bool) -> l
                                         history_path=run_dir / "charts.json" if chief else None))
     if chief:
         callbacks += [
-            EpochRecorder(run_dir / "epochs.json"),
+            EpochRecorder(run_dir / "epochs.json", "validation" if dataset.validation is not None else "test"),
             tf.keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
             tf.keras.callbacks.TensorBoard(str(run_dir / "logs"), profile_batch=0),
         ]

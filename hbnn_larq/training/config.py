@@ -69,6 +69,7 @@ class TrainConfig:
     run_dir: str | None = None
     max_train_examples: int | None = None
     max_test_examples: int | None = None
+    validation_split: float | None = None
     export: bool = True
     download: bool = True
     overwrite: bool = False
@@ -99,6 +100,10 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and not (isinstance(value, (int, float)) and 0 <= value < float("inf")):
                 raise ConfigError(f"`{name}` must be a number >= 0, got {value!r}.")
+        if self.validation_split is not None and (isinstance(self.validation_split, bool) or not isinstance(
+                self.validation_split, (int, float)) or not 0 < self.validation_split < 1):
+            raise ConfigError(f"`validation_split` must be a fraction strictly between 0 and 1 (e.g. 0.1), "
+                              f"got {self.validation_split!r}.")
         if not 0 <= self.momentum < 1:
             raise ConfigError(f"`momentum` must be in [0, 1), got {self.momentum!r}.")
         return self

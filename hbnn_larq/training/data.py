@@ -28,7 +28,8 @@ import tensorflow as tf
 
 from hbnn_larq.training.image_folders import CENTRE_CROP, find_unreadable, load_folder, resize_square
 from hbnn_larq.training.sources import (SYNTHETIC, TFDS_NAMES, DataError, DatasetNotFoundError, UnreadableImagesError,
-                                        find_offline, load_synthetic, load_tfds, missing_message)
+                                        check_validation_split, find_offline, load_synthetic, load_tfds,
+                                        missing_message)
 
 __all__ = ["DataError", "DatasetNotFoundError", "ImageDataset", "UnreadableImagesError", "load_dataset"]
 
@@ -41,7 +42,9 @@ class ImageDataset:
     train: `tf.data.Dataset` of `(images, labels)` training batches (shuffled, augmented,
         incomplete last batch dropped so that every worker of a multi-worker run agrees).
     test: `tf.data.Dataset` of evaluation batches.
-    num_classes, class_names, image_size, num_train, num_test, steps_per_epoch: as named.
+    validation: `tf.data.Dataset` of evaluation batches of the validation split held out of the
+        training split (`validation_split`), or None.
+    num_classes, class_names, image_size, num_train, num_test, num_validation, steps_per_epoch: as named.
     style: `"cifar"` (32-px recipe) or `"imagenet"`.
     mean, std: per-channel normalisation constants (of images scaled to [0, 1]).
     source: where the data came from (path or `tfds:<name>`).
@@ -61,6 +64,8 @@ class ImageDataset:
     std: tuple
     source: str
     streamed_files: list = dataclasses.field(default_factory=list)
+    validation: tf.data.Dataset | None = None
+    num_validation: int = 0
 
     def check_files(self) -> None:
         """Raise `UnreadableImagesError` if a file decoded on the fly (not cached) is unreadable.
@@ -79,7 +84,7 @@ class ImageDataset:
         return next(iter(self.train.take(1)))
 
     def summary(self) -> dict:
-        fields = ("name", "source", "num_classes", "image_size", "num_train", "num_test", "style")
+        fields = ("name", "source", "num_classes", "image_size", "num_train", "num_validation", "num_test", "style")
         return {**{f: getattr(self, f) for f in fields}, "mean": list(self.mean), "std": list(self.std)}
 
 
@@ -142,6 +147,7 @@ def load_dataset(
     max_test_examples: int | None = None,
     seed: int = 0,
     download: bool = True,
+    validation_split: float | None = None,
 ) -> ImageDataset:
     """Train/test pipelines for dataset `name` (see `hbnn_larq.training.sources` for the resolution order).
 
@@ -154,6 +160,9 @@ def load_dataset(
     max_train_examples, max_test_examples: use a seeded random subset of this size.
     seed: seed of subsets, shuffling and augmentation.
     download: let TFDS download a dataset that is not prepared yet.
+    validation_split: fraction of the training split held out for validation (stratified, with
+        a seed of its own: the same images for every run seed; see `sources.holdout`), before
+        `max_train_examples` draws its subset from the rest. None: no validation split.
 
     # Returns
     An `ImageDataset`.
@@ -167,13 +176,14 @@ def load_dataset(
                        ("max_train_examples", max_train_examples), ("max_test_examples", max_test_examples)):
         if value is not None and (not isinstance(value, (int, np.integer)) or value < 1):
             raise DataError(f"`{arg}` must be a positive integer, got {value!r}.")
+    check_validation_split(validation_split)
     limits = (max_train_examples, max_test_examples)
     if name == SYNTHETIC:
-        source = load_synthetic(limits, seed)
+        source = load_synthetic(limits, seed, validation_split=validation_split)
     elif (root := find_offline(name, data_dir)) is not None:
-        source = load_folder(root, name, image_size, limits, seed)
+        source = load_folder(root, name, image_size, limits, seed, validation_split)
     elif name in TFDS_NAMES:
-        source = load_tfds(name, data_dir, image_size, limits, download)
+        source = load_tfds(name, data_dir, image_size, limits, download, validation_split)
     else:
         raise DatasetNotFoundError(
             f"Unknown dataset {name!r}: not an existing path, and not one of {', '.join(TFDS_NAMES + (SYNTHETIC,))}.\n"
@@ -182,6 +192,7 @@ def load_dataset(
     if train.count < batch_size:
         raise DataError(f"`batch_size` ({batch_size}) is larger than the training set ({train.count} examples).")
     common = dict(style=source.style, size=source.image_size, batch_size=batch_size, mean=mean, std=std, seed=seed)
+    validation = source.validation
     return ImageDataset(
         name=name,
         train=_batched(train.examples, train=True, num_examples=train.count, **common),
@@ -189,5 +200,9 @@ def load_dataset(
         num_classes=len(source.class_names), class_names=source.class_names, image_size=source.image_size,
         num_train=train.count, num_test=test.count, steps_per_epoch=train.count // batch_size,
         style=source.style, mean=tuple(float(m) for m in mean), std=tuple(float(s) for s in std),
-        source=source.description, streamed_files=[*train.streamed_files, *test.streamed_files],
+        source=source.description,
+        streamed_files=[*train.streamed_files, *test.streamed_files, *(validation.streamed_files if validation else ())],
+        validation=None if validation is None else _batched(validation.examples, train=False,
+                                                            num_examples=validation.count, **common),
+        num_validation=0 if validation is None else validation.count,
     )

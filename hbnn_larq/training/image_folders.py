@@ -19,7 +19,7 @@ import tensorflow as tf
 from hbnn_larq._atomic import atomic_open
 from hbnn_larq.zoo.common import MAX_CIFAR_SIDE
 from hbnn_larq.training.sources import (NORMALIZATION, TEST_SPLITS, DataError, Source, Split, UnreadableImagesError,
-                                        cache_root)
+                                        cache_root, holdout)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 CENTRE_CROP = 0.875  # the evaluation crop of ImageNet-like images (and their stored size's ratio)
@@ -142,16 +142,19 @@ def _native_size(path: str) -> int:
         raise UnreadableImagesError([path]) from None
 
 
-def load_folder(root: Path, name: str, image_size, limits, seed: int) -> Source:
+def load_folder(root: Path, name: str, image_size, limits, seed: int, validation_split=None) -> Source:
     """The image-folder tree at `root` (the folder holding `train/`) as dataset `name`.
 
     Sources whose images are at most `hbnn_larq.zoo.common.MAX_CIFAR_SIDE` px get the 32-px (CIFAR) style; their
     normalisation is the named dataset's, else computed on the training split.
-    `limits`: `(max_train_examples, max_test_examples)`, seeded random subsets (None: all)."""
+    `limits`: `(max_train_examples, max_test_examples)`, seeded random subsets (None: all).
+    `validation_split`: the fraction of `train/` held out, stratified (`sources.holdout`), before
+    the training subset is drawn from the rest."""
     train_paths, train_labels, classes = list_image_folder(root / "train")
     test_dir = next(root / s for s in TEST_SPLITS if (root / s).is_dir())
     test_paths, test_labels, _ = list_image_folder(test_dir, classes)
-    picks = [_subset(len(train_paths), limits[0], seed, 0), _subset(len(test_paths), limits[1], seed, 1)]
+    kept, held = holdout(train_labels, validation_split) if validation_split else (np.arange(len(train_paths)), None)
+    picks = [kept[_subset(len(kept), limits[0], seed, 0)], _subset(len(test_paths), limits[1], seed, 1)]
     native = _native_size(train_paths[0])
     style = "cifar" if native <= MAX_CIFAR_SIDE else "imagenet"
     size = int(image_size or (native if style == "cifar" else 224))
@@ -159,10 +162,11 @@ def load_folder(root: Path, name: str, image_size, limits, seed: int) -> Source:
     budget = int(float(os.environ.get("HBNN_CACHE_MAX_BYTES", 2e9)))
     train, train_images = _folder_split(train_paths, train_labels, picks[0], storage, crop, budget)
     test, _ = _folder_split(test_paths, test_labels, picks[1], storage, crop, budget)
+    validation = None if held is None else _folder_split(train_paths, train_labels, held, storage, crop, budget)[0]
     stats = NORMALIZATION.get(name) or NORMALIZATION.get(root.name)
     if stats is None:
         stats = _channel_stats(train_images if train_images is not None else decode_images([train_paths[i] for i in picks[0][:1000]], storage, crop))
-    return Source(train, test, classes, size, style, stats, str(root))
+    return Source(train, test, classes, size, style, stats, str(root), validation)
 
 
 def _channel_stats(images: np.ndarray):

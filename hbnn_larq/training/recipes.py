@@ -6,6 +6,7 @@ kernel constraint and whether the model needs `RiemannianOptimizer` (it has poin
 | name | kernel quantizer | kernel constraint | points' step | latent LR |
 |---|---|---|---|---|
 | `ste_sign` | `ste_sign` (identity STE clipped at 1) | `weight_clip` (1) | - | 10 |
+| `sign-normalized` | `NormalizedSign()`: sign(w~ / ||w~||) per layer, identity STE | none | - | 100 |
 | `hbnn` | `HyperbolicSign(r=0.05)` (ball) | none | 100 | 10 |
 | `hbnn-boundary` | `HyperbolicSign(r=0.01, boundary=True)` | none | 100 | 10 |
 | `ir_net` | `IRNetSign()` (balanced weights, power-of-two scale, EDE gradient) | none | - | 1 |
@@ -18,6 +19,11 @@ only starve gradients: neither reference clips its weights, and neither do these
 schedules (EDE `t`, ReCU `τ`) need the `hbnn_larq.QuantizerSchedule` callback. The points' step
 is the quantizer's own (`HyperbolicSign.resolved_point_lr_multiplier`: 1 when the base
 re-standardises every filter, else 100), so a bare `RiemannianOptimizer` trains every recipe with it.
+
+`sign-normalized` is the point-free limit of `hbnn-boundary` (its map with the point at the
+origin): the baseline that tells whether HBNN's gain comes from the hyperbolic geometry or from
+the normalised, scale-invariant latent kernel. Its gradient is 1/||w~|| times sign/STE's, so its
+latent step lives at larger multipliers (x100 corresponds to the ∂D control row at r = 0.01, x10).
 
 The latent LR column is the default multiplier of the latent binary kernels' learning rate
 (`TrainConfig.latent_lr_multiplier=None`): x10 for `ste_sign` and `hbnn`, the best of the latent
@@ -36,6 +42,7 @@ from __future__ import annotations
 from typing import Callable, NamedTuple
 
 from hbnn_larq.ir_net import IRNetSign
+from hbnn_larq.normalized_sign import NormalizedSign
 from hbnn_larq.quantizers import HyperbolicSign
 from hbnn_larq.recu import ReCUSign
 from hbnn_larq.utils import check_choice
@@ -115,6 +122,7 @@ def _hbnn_with(make_base):
 
 # x10: see the module docstring.
 register_recipe("ste_sign", lambda: "ste_sign", kernel_constraint="weight_clip", latent_lr_multiplier=10.0)
+register_recipe("sign-normalized", NormalizedSign, latent_lr_multiplier=100.0)
 register_recipe("hbnn", _hbnn, hyperbolic=True, latent_lr_multiplier=10.0)
 register_recipe("hbnn-boundary", _hbnn_boundary, hyperbolic=True, latent_lr_multiplier=10.0)
 register_recipe("ir_net", IRNetSign)

@@ -122,7 +122,7 @@ def train(config: TrainConfig, *, model_fn=None) -> dict:
     dataset = load_dataset(
         config.dataset, data_dir=config.data_dir, batch_size=config.batch_size, image_size=config.image_size,
         max_train_examples=config.max_train_examples, max_test_examples=config.max_test_examples,
-        seed=config.seed, download=config.download)
+        seed=config.seed, download=config.download, validation_split=config.validation_split)
     epochs = config.epochs or default_epochs(dataset.style)
     weight_decay = config.weight_decay if config.weight_decay is not None else default_weight_decay(dataset.style)
     warmup = config.warmup_epochs if config.warmup_epochs is not None else default_warmup_epochs(epochs)
@@ -133,8 +133,9 @@ def train(config: TrainConfig, *, model_fn=None) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     if chief:
         write_json(run_dir / "config.json", {"config": config.to_dict(), "resolved": recipe})
-    _say(config, f"Run directory: {run_dir}\nData: {dataset.source} ({dataset.num_train} train / {dataset.num_test} "
-                 f"test, {dataset.num_classes} classes, {dataset.image_size} px)")
+    held_out = f" / {dataset.num_validation} validation" if dataset.validation is not None else ""
+    _say(config, f"Run directory: {run_dir}\nData: {dataset.source} ({dataset.num_train} train{held_out} / "
+                 f"{dataset.num_test} test, {dataset.num_classes} classes, {dataset.image_size} px)")
 
     with strategy.scope():
         with policy_scope(config.precision):  # the model keeps its layers' policy after the block
@@ -143,16 +144,23 @@ def train(config: TrainConfig, *, model_fn=None) -> dict:
         model.compile(make_optimizer(config, model, schedule, weight_decay),
                       loss="sparse_categorical_crossentropy", metrics=["accuracy"], run_eagerly=config.run_eagerly)
     callbacks = run_callbacks(config, run_dir, dataset, epochs, chief)
+    # With a validation split, Keras validates on it after each epoch and the test split is
+    # evaluated once, at the end; without one, the per-epoch curve is the test split's.
+    monitored = dataset.validation if dataset.validation is not None else dataset.test
     try:
-        model.fit(dataset.train, validation_data=dataset.test, epochs=epochs, callbacks=callbacks,
+        model.fit(dataset.train, validation_data=monitored, epochs=epochs, callbacks=callbacks,
                   verbose=config.verbose)
         test_loss, test_accuracy = model.evaluate(dataset.test, verbose=0)
+        final = {"test_accuracy": float(test_accuracy), "test_loss": float(test_loss)}
+        if dataset.validation is not None:
+            val_loss, val_accuracy = model.evaluate(dataset.validation, verbose=0)
+            final.update(val_accuracy=float(val_accuracy), val_loss=float(val_loss))
     except tf.errors.InvalidArgumentError:
         dataset.check_files()  # a file decoded on the fly is unreadable: name it instead
         raise
     weights = model.get_weights()  # every worker: reading synchronised variables is a collective op
     if not chief:
-        return {"status": "complete", "final": {"test_accuracy": float(test_accuracy)}}
+        return {"status": "complete", "final": final}
     metadata = {**(zoo_metadata(model) or {"model": config.model}), "dataset": dataset.summary()}
     artifacts = export_artifacts(standalone_copy(model, weights), metadata, run_dir, tflite=config.export)
     records = json.loads((run_dir / "epochs.json").read_text())
@@ -160,7 +168,7 @@ def train(config: TrainConfig, *, model_fn=None) -> dict:
         "status": "complete",
         "config": config.to_dict(), "resolved": recipe, "dataset": dataset.summary(),
         "epochs": records,
-        "final": {"test_accuracy": float(test_accuracy), "test_loss": float(test_loss)},
+        "final": final,
         "wall_time_s": time.time() - start,
         "train_time_s": float(sum(r["seconds"] for r in records)),
         "replicas": strategy.num_replicas_in_sync,
@@ -177,12 +185,16 @@ def _say(config: TrainConfig, message: str) -> None:
 
 def summary_text(results: dict) -> str:
     """A short human-readable summary of `results` (as returned by `train`)."""
-    lines = [f"{'epoch':>5} {'train acc':>9} {'test acc':>9} {'flips':>8} {'s':>7}"]
-    for r in results.get("epochs", []):
+    records = results.get("epochs", [])
+    split = "val" if any("val_accuracy" in r for r in records) else "test"
+    lines = [f"{'epoch':>5} {'train acc':>9} {split + ' acc':>9} {'flips':>8} {'s':>7}"]
+    for r in records:
         flips = f"{r['flip_rate_mean']:.4f}" if r.get("flip_rate_mean") is not None else "-"
-        lines.append(f"{r['epoch']:>5} {r['train_accuracy'] or 0:>9.4f} {r['test_accuracy'] or 0:>9.4f} {flips:>8} {r['seconds']:>7.1f}")
+        lines.append(f"{r['epoch']:>5} {r['train_accuracy'] or 0:>9.4f} {r.get(split + '_accuracy') or 0:>9.4f} {flips:>8} {r['seconds']:>7.1f}")
     final = results.get("final", {})
-    lines.append(f"final test accuracy {final.get('test_accuracy', float('nan')):.4f}, wall time {results.get('wall_time_s', 0):.0f} s")
+    held_out = f"validation accuracy {final['val_accuracy']:.4f}, " if "val_accuracy" in final else ""
+    lines.append(f"final {held_out}test accuracy {final.get('test_accuracy', float('nan')):.4f}, "
+                 f"wall time {results.get('wall_time_s', 0):.0f} s")
     for key, value in results.get("artifacts", {}).items():
         lines.append(f"{key}: {value}")
     return "\n".join(lines)

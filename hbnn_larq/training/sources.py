@@ -92,6 +92,43 @@ class Source(NamedTuple):
     style: str  # "cifar" (32-px recipe) or "imagenet"
     stats: tuple  # (per-channel mean, per-channel std) of images scaled to [0, 1]
     description: str
+    validation: Split | None = None  # held out of the training split (`validation_split`)
+
+
+# -- the validation split ----------------------------------------------------------------------
+# The validation split does not depend on the run's seed: every run of a protocol, whatever its
+# seed, is validated on the same images and trained on the same remaining ones.
+VALIDATION_SEED = 1_000_003
+
+
+def check_validation_split(fraction) -> None:
+    """Raise `DataError` unless `fraction` is None or a number strictly between 0 and 1."""
+    if fraction is not None and (isinstance(fraction, bool) or not isinstance(fraction, (int, float))
+                                 or not 0 < fraction < 1):
+        raise DataError(f"`validation_split` must be a fraction of the training split strictly between 0 and 1 "
+                        f"(e.g. 0.1), or None for no validation split; got {fraction!r}.")
+
+
+def holdout(labels, fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """`(kept, held_out)`: sorted indices of a stratified, seeded validation split of `labels`.
+
+    Each class gives `round(fraction * its count)` examples (at least one), drawn with
+    `VALIDATION_SEED`; the rest stay for training.
+
+    # Raises
+    DataError: the split would leave a class without training examples.
+    """
+    labels = np.asarray(labels)
+    held = []
+    for cls in np.unique(labels):
+        members = np.flatnonzero(labels == cls)
+        count = max(1, int(round(fraction * len(members))))
+        if count >= len(members):
+            raise DataError(f"`validation_split` {fraction} leaves class {cls} with no training example "
+                            f"({len(members)} in the training split).")
+        held.append(np.random.default_rng([VALIDATION_SEED, int(cls)]).permutation(members)[:count])
+    held = np.sort(np.concatenate(held))
+    return np.setdiff1d(np.arange(len(labels)), held), held
 
 
 # -- locations ---------------------------------------------------------------------------------
@@ -194,24 +231,32 @@ def find_offline(name: str, data_dir=None) -> Path | None:
 
 
 # -- generated and TFDS data -------------------------------------------------------------------
-def load_synthetic(limits, seed: int, num_classes: int = 10, size: int = 32) -> Source:
+def load_synthetic(limits, seed: int, num_classes: int = 10, size: int = 32, validation_split=None) -> Source:
     """A generated task: each class has its own mean colour; texture noise on top (5,000 train
-    and 1,000 test images unless `limits` says otherwise)."""
+    and 1,000 test images unless `limits` says otherwise; the validation split is held out of
+    the training images)."""
     rng = np.random.default_rng(seed)
     palette = rng.uniform(40, 215, (num_classes, 3))
 
-    def split(n, salt):
+    def split(n, salt, picks=None):
         r = np.random.default_rng([seed, salt])
         labels = r.integers(num_classes, size=n).astype(np.int32)
-        images = palette[labels][:, None, None, :] + r.normal(0, 40, (n, size, size, 3))
-        return Split(tf.data.Dataset.from_tensor_slices((np.clip(images, 0, 255).astype(np.uint8), labels)), n)
+        images = np.clip(palette[labels][:, None, None, :] + r.normal(0, 40, (n, size, size, 3)), 0, 255).astype(np.uint8)
+        parts = holdout(labels, validation_split) if validation_split else (np.arange(n), None)
+        return [None if p is None else Split(tf.data.Dataset.from_tensor_slices((images[p], labels[p])), len(p))
+                for p in parts]
 
-    return Source(split(limits[0] or 5000, 0), split(limits[1] or 1000, 1), [f"class_{i}" for i in range(num_classes)],
-                  size, "cifar", ((0.5,) * 3, (0.25,) * 3), "synthetic (generated colour-cue task, not real images)")
+    train, validation = split(limits[0] or 5000, 0)
+    return Source(train, split(limits[1] or 1000, 1)[0], [f"class_{i}" for i in range(num_classes)],
+                  size, "cifar", ((0.5,) * 3, (0.25,) * 3), "synthetic (generated colour-cue task, not real images)",
+                  validation)
 
 
-def load_tfds(name: str, data_dir, image_size, limits, download: bool) -> Source:
-    """TFDS dataset `name` from `data_dir` (TFDS' default without it), downloaded if `download`."""
+def load_tfds(name: str, data_dir, image_size, limits, download: bool, validation_split=None) -> Source:
+    """TFDS dataset `name` from `data_dir` (TFDS' default without it), downloaded if `download`.
+
+    The validation split is a seeded random subset of the training split's indices (not
+    stratified: the labels are not read ahead of the pipeline)."""
     import tensorflow_datasets as tfds
 
     test_split = "test" if name.startswith("cifar") else "validation"
@@ -221,17 +266,26 @@ def load_tfds(name: str, data_dir, image_size, limits, download: bool) -> Source
     except Exception as error:  # noqa: BLE001 - TFDS raises many types; all mean "not available"
         raise DatasetNotFoundError(missing_message(name, data_dir, error)) from None
     counts = [info.splits[s].num_examples for s in ("train", test_split)]
+    validation = None
+    if validation_split:
+        held = np.random.default_rng(VALIDATION_SEED).permutation(counts[0])[:max(1, int(round(validation_split * counts[0])))]
+        is_held = tf.constant(np.isin(np.arange(counts[0]), held))
+        indexed = train.enumerate()
+        validation = (indexed.filter(lambda i, example: is_held[i]).map(lambda i, example: example), len(held))
+        train, counts[0] = indexed.filter(lambda i, example: ~is_held[i]).map(lambda i, example: example), counts[0] - len(held)
     splits = []
     for ds, count, limit in zip((train, test), counts, limits):
         if limit is not None and limit < count:
             ds, count = ds.take(limit), limit
         splits.append(Split(ds.map(lambda im, y: (im, tf.cast(y, tf.int32))), count))
+    if validation is not None:
+        splits.append(Split(validation[0].map(lambda im, y: (im, tf.cast(y, tf.int32))), validation[1]))
     style = "cifar" if name.startswith("cifar") else "imagenet"
     size = int(image_size or (32 if style == "cifar" else 224))
     if style == "cifar" and size == 32:
         splits = [Split(s.examples.cache(), s.count) for s in splits]
     return Source(splits[0], splits[1], list(info.features["label"].names), size, style, NORMALIZATION[name],
-                  f"tfds:{name}")
+                  f"tfds:{name}", splits[2] if validation is not None else None)
 
 
 def missing_message(name: str, data_dir, error=None) -> str:
