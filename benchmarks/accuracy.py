@@ -443,7 +443,7 @@ def print_curves(store: dict) -> None:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--protocol", choices=sorted(PROTOCOLS), default="quick")
-    stages = {stage for rows in (ROWS, RADIUS_ROWS) for stage, _ in rows.values()}
+    stages = {stage for rows in (ROWS, RADIUS_ROWS, SELECT_ROWS) for stage, _ in rows.values()}
     parser.add_argument("--stage", choices=sorted(stages) + ["all"], default=None,
                         help="which rows to run (for the final >= 3-seed runs name them with --rows and --seeds)")
     parser.add_argument("--rows", nargs="*", default=None, help="row names (see ROWS in this file)")
