@@ -42,7 +42,8 @@ def test_image_folder_pipeline(tmp_path, cache):
     assert len(list(ds.train)) == 6 and sum(int(b[0].shape[0]) for b in ds.test) == 12
     # Unknown folder: statistics computed from the training split (red-ish, green-ish, blue-ish average).
     assert all(0.2 < m < 0.6 for m in ds.mean)
-    # The colour cue survives normalisation: the dominant channel of an unaugmented test image is its label.
+    # Pixels as they come (the model normalises): the dominant channel of a test image is its label.
+    assert 0 <= float(tf.reduce_min(x)) and float(tf.reduce_max(x)) <= 255 and float(tf.reduce_max(x)) > 150
     for images, labels in ds.test:
         centre = images.numpy()[:, 12:20, 12:20].mean((1, 2))
         assert (centre.argmax(1) == labels.numpy()).all()
@@ -130,7 +131,7 @@ def test_synthetic_dataset_is_learnable_signal():
     x, y = (t.numpy() for t in next(iter(ds.test)))
     means = x.mean((1, 2))
     same = [np.abs(means[y == c] - means[y == c].mean(0)).max() for c in np.unique(y) if (y == c).sum() > 1]
-    assert max(same) < 0.5  # a class's images share their mean colour
+    assert max(same) < 0.5 * 0.25 * 255  # a class's images share their mean colour (half a std, in pixels)
 
 
 def test_unreadable_streamed_images_are_found(tmp_path, cache, monkeypatch):
@@ -144,3 +145,61 @@ def test_unreadable_streamed_images_are_found(tmp_path, cache, monkeypatch):
         list(ds.test)
     with pytest.raises(data.UnreadableImagesError, match="zz-broken.jpg"):
         ds.check_files()
+
+
+def _labels(ds) -> np.ndarray:
+    return np.concatenate([y.numpy() for _, y in ds])
+
+
+def _images(ds) -> np.ndarray:
+    return np.concatenate([x.numpy() for x, _ in ds])
+
+
+def write_uniform_folder(root, *, per_class=10, classes=3):
+    """PNG images of one uniform colour each, unique per image (red channel = its index): an
+    augmented crop still shows it in its centre, so images can be told apart after augmentation."""
+    for split, count in (("train", per_class), ("test", 2)):
+        for label in range(classes):
+            folder = root / split / f"class_{label}"
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(count):
+                ident = 8 * (label * per_class + i) + (1 if split == "test" else 0)
+                image = np.full((32, 32, 3), (ident, 40 * label, 7), np.uint8)
+                (folder / f"{i:03d}.png").write_bytes(tf.io.encode_png(image).numpy())
+    return root
+
+
+def _centres(ds) -> set:
+    return {int(x[16, 16, 0]) for batch, _ in ds for x in batch.numpy()}
+
+
+def test_validation_split_is_stratified_held_out_and_the_same_for_every_seed(tmp_path, cache):
+    root = write_uniform_folder(tmp_path / "uniform")
+    splits = [data.load_dataset(str(root), batch_size=3, validation_split=0.2, seed=s) for s in (0, 1)]
+    ds = splits[0]
+    assert (ds.num_train, ds.num_validation, ds.num_test) == (24, 6, 6)
+    assert np.bincount(_labels(ds.validation)).tolist() == [2, 2, 2]  # stratified: 20 % of each class
+    assert _centres(ds.validation) == _centres(splits[1].validation)  # the same images for every seed
+    trained = set().union(*(_centres(ds.train) for _ in range(3)))  # several epochs: every image shows
+    assert len(trained) == 24 and not trained & _centres(ds.validation)  # held out of training
+    # max_train_examples draws from what is left, never from the validation split.
+    small = data.load_dataset(str(root), batch_size=3, validation_split=0.2, max_train_examples=9)
+    assert (small.num_train, small.num_validation) == (9, 6)
+    assert not _centres(small.train) & _centres(small.validation)
+
+
+@pytest.mark.parametrize("fraction", [0, 1, 1.5, -0.1, True, "0.1"])
+def test_invalid_validation_split_names_the_parameter(fraction):
+    with pytest.raises(data.DataError, match="validation_split"):
+        data.load_dataset("synthetic", batch_size=10, validation_split=fraction)
+
+
+def test_validation_split_that_empties_a_class_is_refused():
+    with pytest.raises(data.DataError, match="no training example"):
+        sources.holdout(np.array([0, 0, 1]), 0.5)
+
+
+def test_synthetic_validation_split():
+    ds = data.load_dataset("synthetic", batch_size=50, max_train_examples=200, validation_split=0.25)
+    assert ds.num_validation == sum(np.bincount(_labels(ds.validation))) and 40 <= ds.num_validation <= 60
+    assert ds.num_train == 200 - ds.num_validation

@@ -10,6 +10,7 @@ from hbnn_larq import zoo
 from hbnn_larq.export import op_names
 from hbnn_larq.utils import binarized_layers
 from hbnn_larq.zoo import common, resnet, sizes
+from tests.helpers import assert_lce_matches
 
 CIFAR = (32, 32, 3)
 # Building a HyperbolicSign layer traces its exponential map (~0.5 s per layer on a loaded
@@ -289,3 +290,36 @@ def test_registry():
 def test_bad_arguments_raise_value_error(name, kwargs, match):
     with pytest.raises(ValueError, match=match):
         zoo.get_model(name, **kwargs)
+
+
+# -- the input convention ------------------------------------------------------------------------
+@pytest.mark.parametrize("name, kwargs", [("vggsmall", {}), ("resnet18", {"input_shape": (64, 64, 3), "variant": "imagenet"})])
+@pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16"])
+def test_in_model_normalization_on_raw_pixels_equals_the_normalised_pipeline(name, kwargs, policy):
+    """A model with `input_normalization` fed raw [0, 255] pixels computes what the same weights
+    compute without it on images normalised outside (the pipeline before the normalisation moved
+    into the model), in float32 under every policy."""
+    mean, std = common.INPUT_STATISTICS["cifar10"]
+    with hbnn_larq.precision.policy_scope(policy):
+        inside = zoo.get_model(name, width=0.25, input_normalization="cifar10", **kwargs)
+        outside = zoo.get_model(name, width=0.25, input_normalization=None, **kwargs)
+    assert inside.layers[1].name == "input_normalization" and inside.layers[1].compute_dtype == "float32"
+    randomize_inference_state(inside)
+    outside.set_weights(inside.get_weights())
+    raw = np.random.default_rng(0).integers(0, 256, (4, *inside.input_shape[1:])).astype("float32")
+    normalised = (raw / 255.0 - np.array(mean, "float32")) / np.array(std, "float32")
+    np.testing.assert_allclose(inside(raw, training=False).numpy(), outside(normalised, training=False).numpy(),
+                               rtol=1e-4, atol=1e-5)
+
+
+def test_converted_model_takes_raw_pixels():
+    model = zoo.VGGSmall(width=0.25, input_normalization="cifar10", classifier_activation=None)
+    randomize_inference_state(model)
+    raw = np.random.default_rng(1).integers(0, 256, (3, 32, 32, 3)).astype("float32")
+    assert_lce_matches(model, raw, binary_convs=len(binarized_layers(model)))
+
+
+@pytest.mark.parametrize("value", ["mnist", (1, 2), ((0.5, 0.5), (0.2, 0.2, 0.2)), ((0, 0, 0), (1, 0, 1)), 3])
+def test_bad_input_normalization_names_the_parameter(value):
+    with pytest.raises(ValueError, match="`input_normalization`"):
+        zoo.VGGSmall(width=0.25, input_normalization=value)

@@ -199,7 +199,8 @@ def shipped_with_measured_slice() -> list:
 @pytest.mark.parametrize("model_name,name", shipped_with_measured_slice())
 def test_shipped_weights_reproduce_their_documented_accuracy(model_name, name):
     """The accuracy `benchmarks/zoo_weights.py` recorded (and the README quotes) on a fixed seeded
-    slice of the test set is what the shipped file gives after a fresh load."""
+    slice of the test set is what the shipped file gives after a fresh load, fed the pipeline's
+    raw [0, 255] pixels: shipped models normalise their inputs themselves."""
     from hbnn_larq.training import data
 
     entry = zoo.registered_weights(model_name, name)
@@ -213,6 +214,8 @@ def test_shipped_weights_reproduce_their_documented_accuracy(model_name, name):
         pytest.skip(f"{recorded['dataset']} is not available offline")
     model = zoo.get_model(model_name, weights=name, input_shape=dataset.input_shape, num_classes=dataset.num_classes,
                           width=width)
+    assert model.get_layer("input_normalization").get_config()["mean"] == pytest.approx(
+        [255 * m for m in dataset.mean])
     correct = sum(int(np.sum(np.argmax(model(x, training=False), -1) == y.numpy())) for x, y in dataset.test)
     # Float summation order may differ across machines: allow two of the slice's images to change.
     assert abs(correct / dataset.num_test - recorded["accuracy"]) <= 2 / dataset.num_test

@@ -10,10 +10,12 @@ model.fit(data.train, validation_data=data.test)
 **Preprocessing.** Sources whose images are at most 64 px ("32-px data") get the CIFAR recipe:
 zero-pad 4 + random crop + horizontal flip for training, nothing for evaluation. Larger images
 ("ImageNet-like") get random-resized-crop (scale 0.08-1, aspect 3/4-4/3) + flip for training
-and resize + centre crop (ratio 0.875) for evaluation, at `image_size` (default 224). Images are
-then normalised per channel with the CIFAR-10/100 or ImageNet mean/std, or with statistics
-computed on the training split of an unknown folder dataset. The normalisation is part of the
-pipeline, not of the model: feed a converted model normalised images (`ImageDataset.mean/std`).
+and resize + centre crop (ratio 0.875) for evaluation, at `image_size` (default 224). The
+pipelines yield float32 RGB pixel values in [0, 255]: the normalisation is part of the model, not
+of the pipeline (`train.py` builds zoo models with `input_normalization=(dataset.mean,
+dataset.std)`: the CIFAR-10/100 or ImageNet statistics, or those of the training split of an
+unknown folder dataset), so the saved `model.keras` and the converted `.tflite` take images as
+they come (uint8 images cast to float32).
 
 Augmentation uses stateless random ops seeded from `seed`, so the data order and the
 augmentations of a run are repeatable.
@@ -46,7 +48,7 @@ class ImageDataset:
         training split (`validation_split`), or None.
     num_classes, class_names, image_size, num_train, num_test, num_validation, steps_per_epoch: as named.
     style: `"cifar"` (32-px recipe) or `"imagenet"`.
-    mean, std: per-channel normalisation constants (of images scaled to [0, 1]).
+    mean, std: per-channel statistics of images scaled to [0, 1] (the model's input normalisation).
     source: where the data came from (path or `tfds:<name>`).
     """
 
@@ -117,9 +119,7 @@ def _centre_crop(image, size: int):
     return tf.cast(tf.image.resize_with_crop_or_pad(resized, size, size), tf.float32)
 
 
-def _batched(ds, *, train: bool, style: str, size: int, batch_size: int, mean, std, seed: int, num_examples: int):
-    mean = tf.constant(mean, tf.float32) * 255.0
-    std = tf.constant(std, tf.float32) * 255.0
+def _batched(ds, *, train: bool, style: str, size: int, batch_size: int, seed: int, num_examples: int):
     if train:
         ds = ds.shuffle(min(num_examples, 50_000), seed=seed, reshuffle_each_iteration=True)
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2, drop_remainder=True)
@@ -129,7 +129,7 @@ def _batched(ds, *, train: bool, style: str, size: int, batch_size: int, mean, s
     else:
         view = _resize_view if style == "cifar" else _centre_crop
         ds = ds.map(lambda im, y: (view(im, size), y), num_parallel_calls=tf.data.AUTOTUNE)
-    ds = ds.map(lambda im, y: ((tf.cast(im, tf.float32) - mean) / std, y), num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.map(lambda im, y: (tf.cast(im, tf.float32), y), num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.batch(batch_size, drop_remainder=train).prefetch(tf.data.AUTOTUNE)
     options = tf.data.Options()
     # In-memory data cannot be sharded by file: multi-worker runs shard by element.
@@ -191,7 +191,7 @@ def load_dataset(
     train, test, (mean, std) = source.train, source.test, source.stats
     if train.count < batch_size:
         raise DataError(f"`batch_size` ({batch_size}) is larger than the training set ({train.count} examples).")
-    common = dict(style=source.style, size=source.image_size, batch_size=batch_size, mean=mean, std=std, seed=seed)
+    common = dict(style=source.style, size=source.image_size, batch_size=batch_size, seed=seed)
     validation = source.validation
     return ImageDataset(
         name=name,

@@ -38,7 +38,8 @@ from hbnn_larq.zoo.weights_file import zoo_metadata
 
 
 def build_model(config: TrainConfig, dataset: ImageDataset) -> tf.keras.Model:
-    """The zoo model of `config` with the kernel quantizer of its recipe."""
+    """The zoo model of `config` with the kernel quantizer of its recipe, taking RGB pixel values
+    in [0, 255] (it normalises them with the dataset's statistics)."""
     options = {"cluster_size": config.cluster_size, "selection": config.selection, "on_switch": config.on_switch,
                "grouping": config.grouping}
     if config.radius is not None:
@@ -46,6 +47,7 @@ def build_model(config: TrainConfig, dataset: ImageDataset) -> tf.keras.Model:
     layout = {} if config.variant is None else {"variant": config.variant}
     return get_model(
         config.model, input_shape=dataset.input_shape, num_classes=dataset.num_classes,
+        input_normalization=(dataset.mean, dataset.std),
         kernel_quantizer=lambda: recipes.kernel_quantizer(config.quantizer, **options),
         kernel_constraint=recipes.kernel_constraint(config.quantizer), width=config.width, **layout)
 

@@ -35,22 +35,23 @@ from typing import NamedTuple
 import numpy as np
 import tensorflow as tf
 
+from hbnn_larq.zoo.common import INPUT_STATISTICS
+
 TFDS_NAMES = ("cifar10", "cifar100", "imagenet2012", "imagenette")
 OFFLINE_ARCHIVES = {"cifar10": "cifar10-jpeg", "imagenette": "imagenette-224"}
 SYNTHETIC = "synthetic"
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
 TEST_SPLITS = ("test", "val", "validation")
 
-_CIFAR10_STATS = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
-_CIFAR100_STATS = ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762))
-_IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+# The input statistics of each known dataset (by TFDS name and offline copy): the model's
+# "input_normalization" layer gets them (`hbnn_larq.zoo.common.normalize_inputs`).
 NORMALIZATION = {
-    "cifar10": _CIFAR10_STATS,
-    "cifar10-jpeg": _CIFAR10_STATS,
-    "cifar100": _CIFAR100_STATS,
-    "imagenet2012": _IMAGENET_STATS,
-    "imagenette": _IMAGENET_STATS,
-    "imagenette-224": _IMAGENET_STATS,
+    "cifar10": INPUT_STATISTICS["cifar10"],
+    "cifar10-jpeg": INPUT_STATISTICS["cifar10"],
+    "cifar100": INPUT_STATISTICS["cifar100"],
+    "imagenet2012": INPUT_STATISTICS["imagenet"],
+    "imagenette": INPUT_STATISTICS["imagenet"],
+    "imagenette-224": INPUT_STATISTICS["imagenet"],
 }
 
 

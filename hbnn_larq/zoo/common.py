@@ -23,6 +23,55 @@ PAD_VALUES = (0.0, 1.0)
 # and the CIFAR training recipe (padded crops, 600 epochs) apply; ImageNet's above.
 MAX_CIFAR_SIDE = 64
 ACTIVATION_QUANTIZER = "approx_sign"
+# Per-channel (mean, std) of RGB images scaled to [0, 1], by the dataset they were measured on.
+INPUT_STATISTICS = {
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+}
+PIXEL_RANGE = 255.0
+
+
+def check_input_normalization(value):
+    """`value` as `None` or `((mean_r, mean_g, mean_b), (std_r, std_g, std_b))` of floats.
+
+    # Arguments
+    value: `None`, a name of `INPUT_STATISTICS` (`"cifar10"`, `"cifar100"`, `"imagenet"`), or a
+        pair `(mean, std)` of three numbers each, std > 0, measured on images scaled to [0, 1].
+
+    # Raises
+    ValueError: for anything else.
+    """
+    if value is None:
+        return None
+    if isinstance(value, str):
+        if value not in INPUT_STATISTICS:
+            raise ValueError(f"`input_normalization` must be None, one of {', '.join(map(repr, INPUT_STATISTICS))} "
+                             f"or a pair (mean, std) of 3 numbers each; got {value!r}.")
+        value = INPUT_STATISTICS[value]
+    try:
+        mean, std = (tuple(float(v) for v in part) for part in value)
+    except (TypeError, ValueError):
+        mean = std = ()
+    if len(mean) != 3 or len(std) != 3 or not all(s > 0 for s in std):
+        raise ValueError(f"`input_normalization` must be None, one of {', '.join(map(repr, INPUT_STATISTICS))} "
+                         f"or a pair (mean, std) of 3 numbers each (std > 0, of images scaled to [0, 1]); got {value!r}.")
+    return mean, std
+
+
+def normalize_inputs(x, normalization):
+    """The model's first layer, "input_normalization": RGB pixel values in [0, 255] to
+    \((x / 255 - \mu) / \sigma\) per channel, in float32 under every precision policy (a
+    `tf.keras.layers.Normalization` with constant statistics: no weights; TFLite runs it as a
+    subtraction and a multiplication). `normalization=None` returns `x` unchanged: the model
+    then expects inputs normalised by the caller.
+    """
+    if normalization is None:
+        return x
+    mean, std = normalization
+    return tf.keras.layers.Normalization(
+        mean=[PIXEL_RANGE * m for m in mean], variance=[(PIXEL_RANGE * s) ** 2 for s in std], dtype="float32",
+        name="input_normalization")(x)
 
 
 @lq.utils.register_keras_custom_object

@@ -44,16 +44,27 @@ class BuildPlan(NamedTuple):
     make_quantizer: Callable
     metadata: dict
     weights_path: Path | None
+    input_normalization: tuple | None  # (mean, std) of the "input_normalization" layer, or None
+
+
+# `input_normalization`'s default: the statistics the loaded weights were trained with (recorded
+# in the weights file), else none.
+FROM_WEIGHTS = "auto"
 
 
 def prepare_build(model_name: str, *, weights, num_classes, include_top, width, pad_values, classifier_activation,
-                  input_quantizer, kernel_quantizer, **architecture) -> BuildPlan:
+                  input_quantizer, kernel_quantizer, input_normalization=FROM_WEIGHTS, **architecture) -> BuildPlan:
     """Check the build arguments every zoo model shares, describe the model (`model_metadata`,
     with the model's own `architecture` arguments after `pad_values`) and resolve `weights`.
+
+    `input_normalization="auto"` resolves to the normalisation recorded in the weights file
+    (shipped weights take RGB pixel values in [0, 255]), or to None without weights.
 
     # Raises
     ValueError: for an invalid argument, unknown weights, or weights made for another model.
     """
+    if not (isinstance(input_normalization, str) and input_normalization == FROM_WEIGHTS):
+        input_normalization = common.check_input_normalization(input_normalization)
     width = common.check_width(width)
     num_classes = common.check_num_classes(num_classes)
     pad_values = common.check_pad_values(pad_values)
@@ -70,7 +81,13 @@ def prepare_build(model_name: str, *, weights, num_classes, include_top, width, 
         input_quantizer=input_quantizer,
         kernel_quantizer=kernel_quantizer,
     )
-    return BuildPlan(width, num_classes, pad_values, make_quantizer, metadata, resolve_weights(weights, metadata))
+    if input_normalization == FROM_WEIGHTS:
+        path = resolve_weights(weights, metadata)
+        recorded = read_metadata(path).get("input_normalization") if path is not None else None
+        input_normalization = common.check_input_normalization(recorded)
+    metadata["input_normalization"] = None if input_normalization is None else [list(v) for v in input_normalization]
+    return BuildPlan(width, num_classes, pad_values, make_quantizer, metadata, resolve_weights(weights, metadata),
+                     input_normalization)
 
 
 def _describe(value):

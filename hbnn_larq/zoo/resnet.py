@@ -70,6 +70,7 @@ def binary_resnet(
     num_classes: int = 10,
     include_top: bool = True,
     weights=None,
+    input_normalization="auto",
     kernel_quantizer=None,
     kernel_constraint=None,
     input_quantizer: str | None = common.ACTIVATION_QUANTIZER,
@@ -88,6 +89,13 @@ def binary_resnet(
     include_top: whether to include the head; without it the model returns the last stage's
         feature map (`512·width` channels).
     weights: `None`, the name of shipped weights or the path of a `save_pretrained` file.
+    input_normalization: the model's input convention. A pair `(mean, std)` of per-channel
+        statistics of [0, 1]-scaled images, or a dataset name (`"cifar10"`, `"cifar100"`,
+        `"imagenet"`): the model takes RGB pixel values in [0, 255] (uint8 images cast to
+        float32) and normalises them itself, in float32 (its first layer,
+        "input_normalization"). `None`: the model takes inputs normalised by the caller.
+        `"auto"` (default): the normalisation the loaded `weights` were trained with (every
+        shipped file: raw [0, 255] pixels in), or None without weights.
     kernel_quantizer: the binary convs' kernel quantizer; `None` is a fresh
         `hbnn_larq.HyperbolicSign()` per layer. Also an alias, a config dict, a zero-argument
         factory or a Quantizer instance (cloned per layer).
@@ -110,8 +118,9 @@ def binary_resnet(
     if variant is None:
         variant = infer_variant(input_shape, input_tensor)
     check_choice("variant", variant, VARIANTS)
-    width, num_classes, pad_values, make_quantizer, metadata, weights_path = pretrained.prepare_build(
-        depth_name, weights=weights, num_classes=num_classes, include_top=include_top, width=width,
+    width, num_classes, pad_values, make_quantizer, metadata, weights_path, normalization = pretrained.prepare_build(
+        depth_name, weights=weights, num_classes=num_classes, include_top=include_top,
+        input_normalization=input_normalization, width=width,
         pad_values=pad_values, variant=variant, classifier_activation=classifier_activation,
         input_quantizer=input_quantizer, kernel_quantizer=kernel_quantizer,
     )
@@ -124,6 +133,7 @@ def binary_resnet(
     imagenet = variant == "imagenet"
     gamma = tf.keras.initializers.Constant(IMAGENET_BN_GAMMA) if imagenet else "ones"
     x, inputs = common.model_inputs(input_shape, input_tensor, DEFAULT_INPUT_SHAPES[variant])
+    x = common.normalize_inputs(x, normalization)
     x = (_imagenet_stem if imagenet else _cifar_stem)(x, common.scaled(STEM_FILTERS, width), gamma)
     block = _bireal_block if imagenet else _basic_block
     for stage, (filters, blocks) in enumerate(zip(STAGE_FILTERS, BLOCKS[depth_name]), start=1):

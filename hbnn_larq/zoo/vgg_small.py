@@ -42,6 +42,7 @@ def VGGSmall(
     num_classes: int = 10,
     include_top: bool = True,
     weights=None,
+    input_normalization="auto",
     kernel_quantizer=None,
     kernel_constraint=None,
     input_quantizer: str | None = common.ACTIVATION_QUANTIZER,
@@ -77,6 +78,13 @@ def VGGSmall(
         `(h/8, w/8, 512·width)` feature map after the last Hardtanh.
     weights: `None`, the name of shipped weights (`hbnn_larq.zoo.pretrained.available_weights("vggsmall")`)
         or the path of a file written by `hbnn_larq.zoo.save_pretrained`.
+    input_normalization: the model's input convention. A pair `(mean, std)` of per-channel
+        statistics of [0, 1]-scaled images, or a dataset name (`"cifar10"`, `"cifar100"`,
+        `"imagenet"`): the model takes RGB pixel values in [0, 255] (uint8 images cast to
+        float32) and normalises them itself, in float32 (its first layer,
+        "input_normalization"). `None`: the model takes inputs normalised by the caller.
+        `"auto"` (default): the normalisation the loaded `weights` were trained with (every
+        shipped file: raw [0, 255] pixels in), or None without weights.
     kernel_quantizer: the binary convs' kernel quantizer; `None` is a fresh
         `hbnn_larq.HyperbolicSign()` per layer. Also accepts an alias (`"ste_sign"`), a config
         dict, a zero-argument factory or a Quantizer instance (cloned per layer).
@@ -99,14 +107,16 @@ def VGGSmall(
     ValueError: for an invalid argument, unknown weights, or weights made for another
         `num_classes`/`include_top`/architecture.
     """
-    width, num_classes, pad_values, make_quantizer, metadata, weights_path = pretrained.prepare_build(
-        MODEL_NAME, weights=weights, num_classes=num_classes, include_top=include_top, width=width,
+    width, num_classes, pad_values, make_quantizer, metadata, weights_path, normalization = pretrained.prepare_build(
+        MODEL_NAME, weights=weights, num_classes=num_classes, include_top=include_top,
+        input_normalization=input_normalization, width=width,
         pad_values=pad_values, bn_before_pool=bool(bn_before_pool), explicit_hardtanh=bool(explicit_hardtanh),
         classifier_activation=classifier_activation, input_quantizer=input_quantizer,
         kernel_quantizer=kernel_quantizer,
     )
 
     x, inputs = common.model_inputs(input_shape, input_tensor, DEFAULT_INPUT_SHAPE)
+    x = common.normalize_inputs(x, normalization)
     x = tf.keras.layers.Conv2D(common.scaled(STEM_FILTERS, width), 3, padding="same", use_bias=False,
                                kernel_initializer=conv_init(), name="conv0")(x)
     x = common.batch_norm("conv0_bn")(x)

@@ -37,7 +37,8 @@ METADATA_KEY = "__metadata__"
 BITS_SUFFIX, SCALE_SUFFIX = ":bits", ":scale"
 # Build arguments that change the inference function or the weight shapes: a file saved with one
 # value cannot be loaded into a model built with another.
-COMPATIBILITY_KEYS = ("model", "num_classes", "include_top", "width", "variant", "pad_values", "input_quantizer")
+COMPATIBILITY_KEYS = ("model", "num_classes", "include_top", "width", "variant", "pad_values", "input_quantizer",
+                      "input_normalization")
 
 _MODEL_METADATA: "weakref.WeakKeyDictionary[tf.keras.Model, dict]" = weakref.WeakKeyDictionary()
 
