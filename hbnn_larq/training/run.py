@@ -10,8 +10,10 @@ re-running the same command finds and resumes the same run): `config.json`, `bac
 per-epoch checkpoint: model, optimizer, epoch; removed when training completes), `history.csv`,
 `epochs.json`, `logs/` (TensorBoard), `charts.json` (EPC: every chart-selection round, its
 scores and the signs each switch flipped), then `model.keras` (reload after `import hbnn_larq`),
-`model.tflite` (LCE), `weights.npz` (`hbnn_larq.zoo.save_pretrained`, 1 bit per binary weight)
-and `results.json`.
+`model.tflite` (LCE; checked in the LCE interpreter on test images, see
+`hbnn_larq.training.lce_check`), `weights.npz` (`hbnn_larq.zoo.save_pretrained`, 1 bit per
+binary weight) and `results.json`. `model.keras` and `model.tflite` take RGB pixel values in
+[0, 255] (they normalise their inputs themselves).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from hbnn_larq.training import recipes
 from hbnn_larq.training.callbacks import run_callbacks
 from hbnn_larq.training.config import ConfigError, TrainConfig, default_run_dir
 from hbnn_larq.training.data import ImageDataset, load_dataset
+from hbnn_larq.training.lce_check import check_converted
 from hbnn_larq.training.optimizer import (default_epochs, default_warmup_epochs, default_weight_decay,
                                           learning_rate_schedule, make_optimizer)
 from hbnn_larq.training.provenance import machine, versions
@@ -164,7 +167,12 @@ def train(config: TrainConfig, *, model_fn=None) -> dict:
     if not chief:
         return {"status": "complete", "final": final}
     metadata = {**(zoo_metadata(model) or {"model": config.model}), "dataset": dataset.summary()}
-    artifacts = export_artifacts(standalone_copy(model, weights), metadata, run_dir, tflite=config.export)
+    trained = standalone_copy(model, weights)
+    artifacts = export_artifacts(trained, metadata, run_dir, tflite=config.export)
+    deployment = None
+    if config.export:
+        _say(config, "Running the 1-bit model.tflite in the LCE interpreter on test images ...")
+        deployment = check_converted((run_dir / "model.tflite").read_bytes(), trained, dataset.test)
     records = json.loads((run_dir / "epochs.json").read_text())
     results = {
         "status": "complete",
@@ -174,7 +182,7 @@ def train(config: TrainConfig, *, model_fn=None) -> dict:
         "wall_time_s": time.time() - start,
         "train_time_s": float(sum(r["seconds"] for r in records)),
         "replicas": strategy.num_replicas_in_sync,
-        "artifacts": artifacts, "versions": versions(), "machine": machine(),
+        "artifacts": artifacts, "deployment": deployment, "versions": versions(), "machine": machine(),
     }
     write_json(results_path, results)
     return results
@@ -197,6 +205,11 @@ def summary_text(results: dict) -> str:
     held_out = f"validation accuracy {final['val_accuracy']:.4f}, " if "val_accuracy" in final else ""
     lines.append(f"final {held_out}test accuracy {final.get('test_accuracy', float('nan')):.4f}, "
                  f"wall time {results.get('wall_time_s', 0):.0f} s")
+    deployment = results.get("deployment")
+    if deployment:
+        lines.append(f"LCE interpreter, model.tflite ({deployment['lce_bconv2d_ops']} binary convolutions as LceBconv2d): "
+                     f"top-1 accuracy {deployment['tflite_accuracy']:.4f} on {deployment['examples']} test images "
+                     f"(Keras {deployment['keras_accuracy']:.4f}), top-1 agreement with Keras {deployment['agreement']:.4f}")
     for key, value in results.get("artifacts", {}).items():
         lines.append(f"{key}: {value}")
     return "\n".join(lines)
