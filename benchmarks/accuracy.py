@@ -26,7 +26,7 @@ Protocols
 - `paper`: the paper's recipe (full width, 600 epochs) for users with GPUs.
 - `imagenette`: ImageNet-variant ResNet18 (7x7 stride-2 stem + max-pool, `--variant imagenet`) at
   width 0.25, 128 px, 16 epochs, batch 128 on Imagenette (9,469 train / 3,925 test): 27-30 min
-  per run (about 110 s per epoch) on the 2-core VM that produced the README's results. (At 64 px
+  per run (about 110 s per epoch) on the 2-core VM that produced the results in docs/results.md. (At 64 px
   `train.py` would pick the CIFAR layout, which keeps full resolution through stage 1 and is ~4x
   slower for less accuracy per second.)
 - `radius`: `quick` with r in {0.01, 0.05, 0.1, 0.5, 1, 5}, ball and boundary (Table 1 in spirit).
@@ -117,7 +117,7 @@ ROWS = {
        for criterion in ("loss", "geometric", "nearest", "random")},
     # Why latent x10 helps: the coupled weight decay is part of the latent gradient the multiplier
     # scales and shrinks HBNN's latent kernels 10-100x, handing the binary kernel to the (undecayed)
-    # points (README, "Inside the map"). Without weight decay (anywhere: train.py has one coefficient):
+    # points (docs/results.md, "Inside the map"). Without weight decay (anywhere: train.py has one coefficient):
     "hbnn-m100-wlr10-wd0": ("decay", HBNN + HBNN_BEST + ["--weight-decay", "0"]),
     "ste-wlr10-wd0": ("decay", ["--quantizer", "ste_sign", "--latent-lr-multiplier", "10", "--weight-decay", "0"]),
     # HBNN as a plug-in (paper Tables 4-5): each base method with and without the hyperbolic map,

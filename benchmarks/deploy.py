@@ -283,7 +283,7 @@ def merge(report: dict, measured: dict) -> dict:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", nargs="*", default=None, help="zoo model names (default: every README row)")
+    parser.add_argument("--models", nargs="*", default=None, help="zoo model names (default: every row of the table in docs/results.md, 'Deployment')")
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--run-dir", type=Path, action="append", default=[], help="trained run(s) for the agreement check")
     parser.add_argument("--shipped", nargs="*", default=[], metavar="MODEL",

@@ -15,7 +15,7 @@ This module is also the one place that decides how long the points' steps are:
   plain sign and `STANDARDIZED_BASE_POINT_LR_MULTIPLIER` for a base that re-standardises every
   filter (declares `standardizes_weights = True`, as IR-Net and ReCU do): standardisation
   multiplies the gradient reaching the point by about 1/std of the filter, so the step the plain
-  sign needs drives such points to the boundary. How the values were chosen: `docs/`.
+  sign needs drives such points to the boundary. How the values were chosen: `docs/results.md`.
 - the constraint carries each point's multiplier (as a PyTorch parameter group would), so one
   optimizer trains points of different quantizers; `RiemannianOptimizer(point_lr_multiplier=x)`
   overrides it for every point.

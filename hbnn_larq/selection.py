@@ -21,7 +21,7 @@ available; *how* \\(i\\) is chosen is our interpretation, offered as named crite
 Every criterion scores chart \\(j\\) by the current \\(\\tilde w\\) mapped through \\(F_j\\): the kernel a
 switch adopts with `on_switch="keep"`. With the default `on_switch="reexpress"` the switch
 rewrites \\(\\tilde w\\) so that the binary kernel does not change; the choice then only decides which
-point the following steps train through (the benchmarks compare both: README, results), and the
+point the following steps train through (the benchmarks compare both: `docs/results.md`, "EPC's chart switches"), and the
 layer's optimizer slots (momentum) are reset, since they hold a
 direction in the old chart's coordinates (`hbnn_larq.optimizers.reset_slots`).
 

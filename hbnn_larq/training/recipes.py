@@ -27,12 +27,12 @@ latent step lives at larger multipliers (x100 corresponds to the ∂D control ro
 
 The latent LR column is the default multiplier of the latent binary kernels' learning rate
 (`TrainConfig.latent_lr_multiplier=None`): x10 for `ste_sign` and `hbnn`, the best of the latent
-steps swept on the quick benchmark protocol (`benchmarks/accuracy.py`; see the README's results),
+steps swept on the quick benchmark protocol (`benchmarks/accuracy.py`; see `docs/results.md`),
 and for `hbnn-boundary`, measured at it; recipes whose latent step has not been swept keep the
 papers' x1. Pass `--latent-lr-multiplier 1` for the papers' recipe.
 
 `hbnn-boundary` (the paper's HBNN(∂D)) uses r = 0.01 instead of the paper's r = 1, the radius that
-measured best for the boundary at HBNN's tuned steps (see the README's results, "Radius
+measured best for the boundary at HBNN's tuned steps (see `docs/results.md`, "Radius
 ablation"). Pass `--radius 1 --latent-lr-multiplier 1 --point-lr-multiplier 1` for the paper's
 ∂D recipe.
 """

@@ -24,7 +24,7 @@ from hbnn_larq.export import convert_keras_model, op_names
 from hbnn_larq.utils import binarized_layers, layers, own_weights
 from hbnn_larq.zoo.registry import get_model
 
-# (row label, model name, build kwargs): the README table.
+# (row label, model name, build kwargs): the table in docs/deployment.md ("Zoo models and their sizes").
 DEFAULT_ROWS = (
     ("VGG-Small, CIFAR 32 px", "vggsmall", {"input_shape": (32, 32, 3)}),
     ("ResNet-18, CIFAR 32 px", "resnet18", {"input_shape": (32, 32, 3)}),
@@ -114,7 +114,7 @@ def markdown_table(rows) -> str:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--models", nargs="*", default=None, help="model names (default: the README rows)")
+    parser.add_argument("--models", nargs="*", default=None, help="model names (default: the rows of the table in docs/deployment.md)")
     parser.add_argument("--width", type=float, default=1.0, help="channel multiplier")
     parser.add_argument("--json", action="store_true", help="print JSON instead of markdown")
     args = parser.parse_args(argv)
