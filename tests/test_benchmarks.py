@@ -272,3 +272,53 @@ def test_geometry_summary_prints_each_statistics_range_over_layers(tmp_path, mon
     assert line == ["run-a", "26-37", "0.15-0.23", "66-73", "-"]
     with pytest.raises(SystemExit, match="geometry-missing.json does not exist"):
         geometry_stats.main(["--summary", "missing"])
+
+
+# -- choose on validation, report on test (benchmarks/selection.py) ------------------------------
+import selection  # noqa: E402
+
+
+def _val_entry(row, seed, val, test):
+    return {"row": row, "seed": seed, "val_accuracy": val, "final_test_accuracy": test}
+
+
+def _selection_store():
+    store = {"protocol": "quick-val", "runs": {}}
+
+    def add(row, seed, val, test):
+        store["runs"][accuracy.run_id(row, seed)] = _val_entry(row, seed, val, test)
+
+    # On the selection seed, the row best on validation is worst on test: the test must not matter.
+    add("ste-wlr10", 0, 0.70, 0.90)
+    add("ste-wlr30", 0, 0.72, 0.10)
+    add("norm-wlr100", 0, 0.71, 0.95)
+    add("hbnn-m100-wlr10", 0, 0.74, 0.05)
+    for seed, (ste, norm, hbnn) in zip(accuracy.CONFIRM_SEEDS, ((0.70, 0.60, 0.71), (0.72, 0.61, 0.74), (0.71, 0.62, 0.71))):
+        add("ste-wlr30", seed, ste, ste)
+        add("norm-wlr100", seed, norm, norm)
+        add("hbnn-m100-wlr10", seed, hbnn, hbnn)
+    return store
+
+
+def test_selection_chooses_each_contender_on_validation_never_on_test():
+    assert selection.chosen_rows(_selection_store()) == {"ste": "ste-wlr30", "norm": "norm-wlr100", "hbnn": "hbnn-m100-wlr10"}
+
+
+def test_confirmation_pairs_fresh_seeds_against_the_baseline_best_on_validation():
+    lines = {line["contender"]: line for line in selection.confirmation_table(_selection_store())}
+    assert lines["ste"]["reference"] == "ste-wlr30"  # sign/STE beats sign-normalized on validation
+    assert lines["hbnn"]["seeds"] == list(accuracy.CONFIRM_SEEDS)
+    assert lines["hbnn"]["vs_reference"][0] == pytest.approx(100 * (0.01 + 0.02 + 0.0) / 3)
+    assert lines["ste"]["vs_reference"] is None
+
+
+def test_validation_protocols_hold_out_a_split_and_their_rows_name_their_recipe():
+    assert not set(accuracy.CONFIRM_SEEDS) & {accuracy.SELECT_SEED}
+    for protocol in ("quick-val", "imagenette-val"):
+        for row in accuracy.SELECT_ROWS:
+            config = _config(accuracy.command(protocol, row, seed=0))
+            assert config.validation_split == 0.1 and config.precision == "mixed_bfloat16"
+            recipe = {"ste": "ste_sign", "norm": "sign-normalized", "hbnn": "hbnn", "bd": "hbnn-boundary"}
+            assert config.quantizer == recipe[accuracy.contender_of(row)], row
+            if "-m" in row:
+                assert config.resolved_point_lr_multiplier() == float(row.split("-m")[1].split("-")[0])

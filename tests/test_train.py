@@ -139,7 +139,7 @@ OTHER_VALUES = dict(
     momentum=0.8, warmup_epochs=1, weight_decay=0.0, latent_lr_multiplier=3.0, point_lr_multiplier=3.0,
     point_update="mobius", radius=0.5, cluster_size=2, selection="loss", on_switch="keep", grouping="channel",
     width=0.5, variant="imagenet", image_size=64, seed=1, strategy="mirrored", precision="mixed_bfloat16",
-    max_train_examples=100, max_test_examples=100,
+    max_train_examples=100, max_test_examples=100, validation_split=0.1,
     run_dir="elsewhere", export=False, download=False, overwrite=True, run_eagerly=True, verbose=0,
 )
 OUTPUT_ONLY = ("run_dir", "export", "download", "overwrite", "run_eagerly", "verbose")
@@ -355,3 +355,26 @@ def test_traced_training_exports_one_bconv_per_binarized_conv(tiny, tmp_path):
     model = tf.keras.models.load_model(run_dir / "model.keras")
     binarized = binarized_layers(model)
     assert binarized and op_names(flatbuffer).count("LceBconv2d") == len(binarized)
+    # The .tflite was checked in the LCE interpreter on the test images, fed as Keras is fed.
+    deployment = results["deployment"]
+    assert deployment["lce_bconv2d_ops"] == len(binarized) and deployment["examples"] == results["dataset"]["num_test"]
+    assert deployment["keras_accuracy"] == pytest.approx(results["final"]["test_accuracy"], abs=1e-6)
+    assert 0.5 <= deployment["agreement"] <= 1
+
+
+@pytest.mark.parametrize("offline", [True, False])
+def test_demo_configuration(offline, tmp_path, monkeypatch, capsys):
+    """`python train.py` with no arguments: the default (HBNN) recipe on a CIFAR-10 subset sized to
+    learn visibly in minutes on 2 cores, with a warm-up, exported and checked in LCE; without the
+    offline CIFAR-10 copy, the synthetic task, said out loud."""
+    if offline:
+        write_image_folder(tmp_path / "data" / "cifar10-jpeg")
+    monkeypatch.setenv("HBNN_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("HBNN_CACHE_DIR", str(tmp_path / "cache"))
+    config = cli.parse_config([]).validate()
+    out = capsys.readouterr().out
+    assert config.dataset == ("cifar10" if offline else "synthetic") and ("SYNTHETIC" in out) != offline
+    assert config.quantizer == TrainConfig().quantizer == "hbnn" and "Demo: HBNN" in out
+    assert (config.model, config.width, config.epochs, config.warmup_epochs, config.batch_size) == ("vggsmall", 0.25, 5, 1, 128)
+    assert (config.max_train_examples, config.max_test_examples, config.precision) == (16_000, 2_000, "float32")
+    assert config.export and config.validation_split is None  # the curve shown is the test split's

@@ -1,0 +1,149 @@
+"""Choose on validation, report on test: each contender's setting chosen on a held-out split,
+then confirmed on fresh seeds, against the strongest baseline chosen the same way.
+
+```bash
+python benchmarks/selection.py --protocol quick-val --stage select      # seed 0: every contender's sweep
+python benchmarks/selection.py --protocol quick-val --stage confirm     # each contender's choice, seeds 10-12
+python benchmarks/selection.py --protocol quick-val --table             # print the two tables only
+```
+
+The protocols (`quick-val`, `imagenette-val`), the contenders (sign/STE, sign-normalized, HBNN in
+the ball, HBNN ∂D) and their sweeps are defined in `benchmarks/accuracy.py` (`SELECT_ROWS`); runs
+are stored with the other accuracy runs in `benchmarks/results/accuracy-<protocol>.json`, each
+with its final validation accuracy (`val_accuracy`) and its test accuracy.
+
+- **Selection table** (seed `SELECT_SEED`): validation accuracy only. Each contender's chosen row
+  is its best on validation; the test accuracy of these runs is stored but not shown and never
+  used.
+- **Confirmation table**: the chosen rows on `CONFIRM_SEEDS` (fresh: no selection run used
+  them): test accuracy, mean ± std, and the paired difference (same seeds) to the reference, the
+  baseline (`BASELINES`) whose chosen row has the higher validation accuracy (mean over every
+  seed it ran).
+
+Both tables are written into the protocol's JSON (`selection`, `confirmation`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import accuracy
+from accuracy import BASELINES, CONFIRM_SEEDS, CONTENDERS, SELECT_ROWS, SELECT_SEED, contender_of, run_id
+
+
+def validation_by_row(store: dict, seeds) -> dict[str, list[float]]:
+    """`{row: [validation accuracy, ...]}` of the runs of `seeds`, in percent."""
+    rows: dict[str, list[float]] = {}
+    for entry in store["runs"].values():
+        if entry["seed"] in seeds and "val_accuracy" in entry:
+            rows.setdefault(entry["row"], []).append(100 * entry["val_accuracy"])
+    return rows
+
+
+def chosen_rows(store: dict) -> dict[str, str]:
+    """`{contender: its row with the best validation accuracy on the selection seed}`."""
+    measured = validation_by_row(store, {SELECT_SEED})
+    chosen = {}
+    for contender in CONTENDERS:
+        candidates = {row: acc[0] for row, acc in measured.items() if contender_of(row) == contender}
+        if candidates:
+            chosen[contender] = max(candidates, key=candidates.get)
+    return chosen
+
+
+def selection_table(store: dict) -> list[dict]:
+    measured = validation_by_row(store, {SELECT_SEED})
+    chosen = set(chosen_rows(store).values())
+    return [{"row": row, "contender": contender_of(row), "val_accuracy": measured[row][0], "chosen": row in chosen}
+            for row in SELECT_ROWS if row in measured]
+
+
+def reference_baseline(store: dict, chosen: dict[str, str]) -> str | None:
+    """The baseline contender whose chosen row has the higher mean validation accuracy (all seeds)."""
+    measured = validation_by_row(store, {SELECT_SEED, *CONFIRM_SEEDS})
+    scores = {c: statistics.mean(measured[chosen[c]]) for c in BASELINES if c in chosen}
+    return max(scores, key=scores.get) if scores else None
+
+
+def _test_by_seed(store: dict, row: str) -> dict[int, float]:
+    return {seed: 100 * store["runs"][run_id(row, seed)]["final_test_accuracy"]
+            for seed in CONFIRM_SEEDS if run_id(row, seed) in store["runs"]}
+
+
+def confirmation_table(store: dict) -> list[dict]:
+    chosen = chosen_rows(store)
+    reference = reference_baseline(store, chosen)
+    reference_tests = _test_by_seed(store, chosen[reference]) if reference else {}
+    lines = []
+    for contender, row in chosen.items():
+        tests = _test_by_seed(store, row)
+        if not tests:
+            continue
+        diffs = [tests[s] - reference_tests[s] for s in tests if s in reference_tests]
+        val = validation_by_row(store, set(CONFIRM_SEEDS)).get(row, [])
+        lines.append({
+            "contender": contender, "row": row, "seeds": sorted(tests),
+            "test_mean": statistics.mean(tests.values()),
+            "test_std": statistics.stdev(tests.values()) if len(tests) > 1 else 0.0,
+            "val_mean": statistics.mean(val) if val else None,
+            "reference": chosen[reference] if reference else None,
+            "vs_reference": None if contender == reference or not diffs else (
+                statistics.mean(diffs), statistics.stdev(diffs) if len(diffs) > 1 else 0.0, len(diffs)),
+        })
+    return lines
+
+
+def print_tables(store: dict) -> None:
+    protocol = store["protocol"]
+    print(f"protocol: {protocol}  ({' '.join(accuracy.PROTOCOLS[protocol])})")
+    print(f"\nselection on validation (seed {SELECT_SEED}; test accuracy not shown)")
+    print(f"{'row':22s} {'contender':9s} {'val acc %':>9s}")
+    for line in selection_table(store):
+        print(f"{line['row']:22s} {line['contender']:9s} {line['val_accuracy']:9.2f}{'  <- chosen' if line['chosen'] else ''}")
+    lines = confirmation_table(store)
+    if not lines:
+        return
+    print(f"\nconfirmation on fresh seeds {', '.join(map(str, CONFIRM_SEEDS))}: test accuracy")
+    print(f"{'contender':9s} {'row':22s} {'seeds':>5s} {'test acc %':>15s} {'val %':>6s}  paired difference vs the reference")
+    for line in lines:
+        paired = line["vs_reference"]
+        versus = "(reference: the strongest baseline on validation)" if line["row"] == line["reference"] else (
+            "" if paired is None else f"{paired[0]:+.2f} ± {paired[1]:.2f} vs {line['reference']} (n={paired[2]})")
+        val = f"{line['val_mean']:6.2f}" if line["val_mean"] is not None else "     -"
+        print(f"{line['contender']:9s} {line['row']:22s} {len(line['seeds']):5d} "
+              f"{line['test_mean']:8.2f} ± {line['test_std']:4.2f} {val}  {versus}")
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--protocol", choices=[p for p in accuracy.PROTOCOLS if p.endswith("-val")], default="quick-val")
+    parser.add_argument("--stage", choices=("select", "confirm"), help="what to run (nothing: print the tables)")
+    parser.add_argument("--contenders", nargs="*", choices=list(CONTENDERS), default=list(CONTENDERS))
+    parser.add_argument("--table", action="store_true", help="only print the tables")
+    args = parser.parse_args(argv)
+
+    store = accuracy.load(args.protocol)
+    if args.stage and not args.table:
+        started = time.time()
+        if args.stage == "select":
+            jobs = [(row, SELECT_SEED) for row in SELECT_ROWS if contender_of(row) in args.contenders]
+        else:
+            chosen = chosen_rows(store)
+            missing = [c for c in args.contenders if c not in chosen]
+            if missing:
+                parser.error(f"no selection run yet for {', '.join(missing)}: run --stage select first")
+            jobs = [(chosen[c], seed) for seed in CONFIRM_SEEDS for c in args.contenders]
+        for row, seed in jobs:
+            accuracy.run(args.protocol, row, seed, store)
+        print(f"done in {(time.time() - started) / 60:.1f} min")
+    if store["runs"]:
+        with accuracy.stored(args.protocol) as store:
+            store["selection"] = selection_table(store)
+            store["confirmation"] = confirmation_table(store)
+    print_tables(store)
+
+
+if __name__ == "__main__":
+    main()
