@@ -99,6 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="hold out this fraction of the training images (stratified, the same images for every "
                         "seed) and validate on it after each epoch; the test split is then evaluated once, at "
                         "the end (default: no validation split, the test split is evaluated after each epoch)")
+    p.add_argument("--init-weights", metavar="PATH_OR_NAME",
+                   help="warm start from a weights.npz of an earlier run, or shipped weights by name (e.g. cifar10): "
+                        "binary kernels and float layers are loaded, latent kernels rescaled to their initial size, "
+                        "points at the origin (hbnn_larq/training/warm_start.py)")
     p.add_argument("--no-export", dest="export", action="store_false", help="skip the .tflite conversion")
     p.add_argument("--no-download", dest="download", action="store_false", help="never let TFDS download")
     p.add_argument("--overwrite", action="store_true", help="retrain a run whose results.json is complete")

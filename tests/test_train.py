@@ -139,7 +139,7 @@ OTHER_VALUES = dict(
     momentum=0.8, warmup_epochs=1, weight_decay=0.0, latent_lr_multiplier=3.0, point_lr_multiplier=3.0,
     point_update="mobius", radius=0.5, cluster_size=2, selection="loss", on_switch="keep", grouping="channel",
     width=0.5, variant="imagenet", image_size=64, seed=1, strategy="mirrored", precision="mixed_bfloat16",
-    max_train_examples=100, max_test_examples=100, validation_split=0.1,
+    max_train_examples=100, max_test_examples=100, validation_split=0.1, init_weights="cifar10",
     run_dir="elsewhere", export=False, download=False, overwrite=True, run_eagerly=True, verbose=0,
 )
 OUTPUT_ONLY = ("run_dir", "export", "download", "overwrite", "run_eagerly", "verbose")
@@ -378,3 +378,37 @@ def test_demo_configuration(offline, tmp_path, monkeypatch, capsys):
     assert (config.model, config.width, config.epochs, config.warmup_epochs, config.batch_size) == ("vggsmall", 0.25, 5, 1, 128)
     assert (config.max_train_examples, config.max_test_examples, config.precision) == (16_000, 2_000, "float32")
     assert config.export and config.validation_split is None  # the curve shown is the test split's
+
+
+@pytest.mark.parametrize("quantizer", ["hbnn", "ste_sign"])
+def test_warm_start_predicts_what_the_stored_weights_do_with_initial_latent_sizes(quantizer, tmp_path):
+    from hbnn_larq import zoo
+    from hbnn_larq.training.warm_start import warm_start
+
+    def build():
+        return zoo.VGGSmall(width=0.125, input_normalization="cifar10", kernel_quantizer=recipes.kernel_quantizer(quantizer),
+                            kernel_constraint=recipes.kernel_constraint(quantizer))
+
+    trained = build()
+    rng = np.random.default_rng(0)
+    for layer in trained.layers:  # a "trained" state: other kernels, BN statistics, moved points
+        for w in layer.weights:
+            w.assign(rng.normal(1.0 if "variance" in w.name else 0.0, 0.3, w.shape).astype("float32") ** (2 if "variance" in w.name else 1))
+    path = zoo.save_pretrained(trained, tmp_path / "weights.npz")
+    fresh = build()
+    initial = {layer.name: float(np.sqrt(np.mean(layer.kernel.numpy() ** 2))) for layer in binarized_layers(fresh)}
+    scales = warm_start(fresh, path)
+    assert scales == pytest.approx(initial)
+    x = rng.integers(0, 256, (4, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(fresh(x, training=False).numpy(), trained(x, training=False).numpy(), rtol=1e-5, atol=1e-6)
+    for layer in binarized_layers(fresh):
+        assert np.sqrt(np.mean(layer.kernel.numpy() ** 2)) == pytest.approx(initial[layer.name], rel=1e-5)
+    assert len(hyperbolic_quantizers(fresh)) == (5 if quantizer == "hbnn" else 0)
+    for _, hq in hyperbolic_quantizers(fresh):
+        assert all(not np.any(p.numpy()) for p in hq.points)
+
+
+def test_bad_init_weights_names_the_parameter(tmp_path):
+    with pytest.raises(ConfigError, match="`init_weights`"):
+        run.train(TrainConfig(dataset="synthetic", width=0.125, epochs=1, batch_size=50, init_weights="nonexistent",
+                              run_dir=str(tmp_path / "r"), verbose=0))

@@ -70,6 +70,7 @@ class TrainConfig:
     max_train_examples: int | None = None
     max_test_examples: int | None = None
     validation_split: float | None = None
+    init_weights: str | None = None
     export: bool = True
     download: bool = True
     overwrite: bool = False

@@ -36,6 +36,7 @@ from hbnn_larq.training.lce_check import check_converted
 from hbnn_larq.training.optimizer import (default_epochs, default_warmup_epochs, default_weight_decay,
                                           learning_rate_schedule, make_optimizer)
 from hbnn_larq.training.provenance import machine, versions
+from hbnn_larq.training.warm_start import warm_start, weights_path
 from hbnn_larq.zoo import get_model, save_pretrained
 from hbnn_larq.zoo.weights_file import zoo_metadata
 
@@ -145,6 +146,12 @@ def train(config: TrainConfig, *, model_fn=None) -> dict:
     with strategy.scope():
         with policy_scope(config.precision):  # the model keeps its layers' policy after the block
             model = (model_fn or build_model)(config, dataset)
+        if config.init_weights:  # a resumed run's checkpoint (BackupAndRestore) overrides this
+            try:
+                warm_start(model, weights_path(config.init_weights, config.model))
+            except ValueError as error:
+                raise ConfigError(str(error)) from None
+            _say(config, f"Warm start from {config.init_weights} (binary kernels and float layers; points at the origin).")
         schedule = learning_rate_schedule(config.lr, epochs, dataset.steps_per_epoch, warmup)
         model.compile(make_optimizer(config, model, schedule, weight_decay),
                       loss="sparse_categorical_crossentropy", metrics=["accuracy"], run_eagerly=config.run_eagerly)
