@@ -13,6 +13,7 @@ from hbnn_larq.manifold_parameters import PoincareBallConstraint  # noqa: E402
 from hbnn_larq.export import bake_quantized_kernels, convert_keras_model, op_names  # noqa: E402
 from hbnn_larq.flips import FlipRateMonitor  # noqa: E402
 from hbnn_larq.geometry import PoincareBall  # noqa: E402
+from hbnn_larq.hyperbolize import hyperbolize  # noqa: E402
 from hbnn_larq.ir_net import IRNetSign  # noqa: E402
 from hbnn_larq.normalized_sign import NormalizedSign  # noqa: E402
 from hbnn_larq.optimizers import RiemannianOptimizer  # noqa: E402
@@ -42,6 +43,7 @@ __all__ = [
     "convert_keras_model",
     "geometry",
     "hyperbolic_quantizers",
+    "hyperbolize",
     "manifold_parameters",
     "op_names",
     "optimizers",

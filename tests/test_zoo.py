@@ -263,7 +263,8 @@ def test_lce_conversion_binarizes_every_conv_and_matches_keras(name, kwargs, flo
 
 # -- registry and bad input --------------------------------------------------------------------
 def test_registry():
-    assert set(zoo.MODELS) == {"vggsmall", "resnet18", "resnet34"}
+    assert set(zoo.MODELS) == {"vggsmall", "resnet18", "resnet34", "quicknet_small", "quicknet", "quicknet_large",
+                               "birealnet", "binary_resnet_e18"}  # larq-zoo's: tests/test_larq_zoo_models.py
     assert zoo.get_model("ResNet18", width=0.125, **FAST).name == "resnet18"
     with pytest.raises(ValueError, match="'resnet18', 'resnet34', 'vggsmall'"):
         zoo.get_model("vgg16")

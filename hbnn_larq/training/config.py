@@ -22,7 +22,7 @@ from hbnn_larq.precision import PRECISIONS
 from hbnn_larq.quantizers import GROUPINGS, ON_SWITCH, SELECTIONS
 from hbnn_larq.training import recipes
 from hbnn_larq.utils import check_choice
-from hbnn_larq.zoo import MODEL_VARIANTS, model_names
+from hbnn_larq.zoo import FIXED_WIDTH_MODELS, MODEL_VARIANTS, model_names
 
 STRATEGIES = ("default", "mirrored", "multiworker")
 # Fields that name outputs or verbosity: they do not change the run, so not its default directory.
@@ -105,6 +105,9 @@ class TrainConfig:
                 self.validation_split, (int, float)) or not 0 < self.validation_split < 1):
             raise ConfigError(f"`validation_split` must be a fraction strictly between 0 and 1 (e.g. 0.1), "
                               f"got {self.validation_split!r}.")
+        if self.model in FIXED_WIDTH_MODELS and self.width != 1:
+            raise ConfigError(f"`width` must be 1 for `model` {self.model!r} (larq-zoo's channel counts are fixed), "
+                              f"got {self.width!r}.")
         if not 0 <= self.momentum < 1:
             raise ConfigError(f"`momentum` must be in [0, 1), got {self.momentum!r}.")
         return self

@@ -37,23 +37,29 @@ from hbnn_larq.training.optimizer import (default_epochs, default_warmup_epochs,
                                           learning_rate_schedule, make_optimizer)
 from hbnn_larq.training.provenance import machine, versions
 from hbnn_larq.training.warm_start import warm_start, weights_path
-from hbnn_larq.zoo import get_model, save_pretrained
+from hbnn_larq.zoo import get_model, original_recipe, save_pretrained
 from hbnn_larq.zoo.weights_file import zoo_metadata
 
 
 def build_model(config: TrainConfig, dataset: ImageDataset) -> tf.keras.Model:
-    """The zoo model of `config` with the kernel quantizer of its recipe, taking RGB pixel values
-    in [0, 255] (it normalises them with the dataset's statistics)."""
+    """The zoo model of `config` with the kernel quantizer of its recipe (a larq-zoo model whose
+    own binarizer is the recipe keeps it: `hbnn_larq.zoo.original_recipe`), taking RGB pixel
+    values in [0, 255] (it normalises them with the dataset's statistics)."""
     options = {"cluster_size": config.cluster_size, "selection": config.selection, "on_switch": config.on_switch,
                "grouping": config.grouping}
     if config.radius is not None:
         options["r"] = config.radius
     layout = {} if config.variant is None else {"variant": config.variant}
+    kernel_quantizer = lambda: recipes.kernel_quantizer(config.quantizer, **options)  # noqa: E731
+    kernel_constraint = recipes.kernel_constraint(config.quantizer)
+    if original_recipe(config.model) == config.quantizer:
+        # A larq-zoo model trained with its own recipe keeps larq-zoo's binarizer (QuickNet's
+        # SteSign(1.25) + WeightClip(1.25) for `ste_sign`).
+        kernel_quantizer, kernel_constraint = "original", None
     return get_model(
         config.model, input_shape=dataset.input_shape, num_classes=dataset.num_classes,
         input_normalization=(dataset.mean, dataset.std),
-        kernel_quantizer=lambda: recipes.kernel_quantizer(config.quantizer, **options),
-        kernel_constraint=recipes.kernel_constraint(config.quantizer), width=config.width, **layout)
+        kernel_quantizer=kernel_quantizer, kernel_constraint=kernel_constraint, width=config.width, **layout)
 
 
 def make_strategy(name: str) -> tf.distribute.Strategy:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from hbnn_larq.zoo.larq_zoo_models import ENTRIES as LARQ_ZOO_ENTRIES
+from hbnn_larq.zoo.larq_zoo_models import BinaryResNetE18, BiRealNet, QuickNet, QuickNetLarge, QuickNetSmall
+from hbnn_larq.zoo.larq_zoo_models import original_recipe  # noqa: F401  (re-exported)
 from hbnn_larq.zoo.resnet import VARIANTS, ResNet18, ResNet34
 from hbnn_larq.zoo.vgg_small import VGGSmall
 
@@ -9,9 +12,17 @@ MODELS = {
     "vggsmall": VGGSmall,
     "resnet18": ResNet18,
     "resnet34": ResNet34,
+    # larq-zoo's architectures (built by larq-zoo, imported on first use).
+    "quicknet_small": QuickNetSmall,
+    "quicknet": QuickNet,
+    "quicknet_large": QuickNetLarge,
+    "birealnet": BiRealNet,
+    "binary_resnet_e18": BinaryResNetE18,
 }
 # The models with a CIFAR and an ImageNet layout (`variant=`), and the layouts they accept.
 MODEL_VARIANTS = {"resnet18": VARIANTS, "resnet34": VARIANTS}
+# The models whose channel counts are fixed (`width` must be 1): larq-zoo's.
+FIXED_WIDTH_MODELS = frozenset(LARQ_ZOO_ENTRIES)
 
 
 def model_names() -> list[str]:
@@ -28,7 +39,9 @@ def get_model(name: str, **kwargs):
     ```
 
     # Arguments
-    name: one of `"vggsmall"`, `"resnet18"`, `"resnet34"` (case-insensitive).
+    name: one of `model_names()` (case-insensitive): `"vggsmall"`, `"resnet18"`, `"resnet34"`
+        and larq-zoo's `"quicknet_small"`, `"quicknet"`, `"quicknet_large"`, `"birealnet"`,
+        `"binary_resnet_e18"` (`hbnn_larq.zoo.larq_zoo_models`).
     **kwargs: passed to the model function (`input_shape`, `num_classes`, `kernel_quantizer`,
         `kernel_constraint`, `width`, `weights`, ...).
 
