@@ -88,6 +88,27 @@ def op_names(flatbuffer: bytes) -> list[str]:
     return [d["op_name"] for d in details]
 
 
+def check_zero_padding(model: tf.keras.Model) -> None:
+    """Raise a ValueError for a binarized conv LCE 0.16 computes wrongly: "same" padding with
+    zeros (`pad_values=0`) on a feature map smaller than the kernel (e.g. a 3×3 conv on 2×2 or
+    1×1 inputs; measured: outputs off by up to 58 for 64 input channels; ones-padding and
+    larger maps are exact). Tested in `tests/test_export.py`.
+
+    # Raises
+    ValueError: naming the layer, its input size and the fixes.
+    """
+    for layer in binarized_layers(model):
+        if getattr(layer, "pad_values", 0.0) != 0.0 or layer.padding != "same":
+            continue
+        sides = tuple(layer.input_shape[1:3])
+        if any(side is not None and side < k and k > 1 for side, k in zip(sides, layer.kernel_size)):
+            raise ValueError(
+                f"Layer {layer.name!r} is a zero-padded ('same', pad_values=0) binary convolution with a "
+                f"{layer.kernel_size[0]}x{layer.kernel_size[1]} kernel on a {sides[0]}x{sides[1]} input: LCE 0.16 "
+                "computes it wrongly. Use a larger input size (every binary conv's input at least as large as its "
+                "kernel) or pad_values=1.0 (LCE's fast path).")
+
+
 def convert_keras_model(model: tf.keras.Model, *, strict: bool = True, **lce_kwargs) -> bytes:
     """Convert a (HBNN or any larq) Keras model to a 1-bit TFLite flatbuffer with LCE.
 
@@ -103,11 +124,13 @@ def convert_keras_model(model: tf.keras.Model, *, strict: bool = True, **lce_kwa
 
     # Raises
     RuntimeError: with `strict=True`, if a binarized convolution was converted to a float one.
+    ValueError: for a binarized convolution LCE would compute wrongly (`check_zero_padding`).
     """
     import larq_compute_engine as lce
 
     if not isinstance(model, tf.keras.Model):
         raise ValueError(f"`model` must be a tf.keras.Model, got {type(model).__name__}.")
+    check_zero_padding(model)
     flatbuffer = lce.convert_keras_model(bake_quantized_kernels(model), **lce_kwargs)
     expected = len(binarized_layers(model))
     found = op_names(flatbuffer).count(BINARY_CONV_OP)

@@ -104,3 +104,28 @@ def test_strict_conversion_refuses_a_silent_float_conv():
 def test_convert_rejects_non_models():
     with pytest.raises(ValueError, match="`model`"):
         hbnn_larq.convert_keras_model("model.h5")
+
+
+@pytest.mark.parametrize("size", [1, 2])
+def test_zero_padded_bconv_on_a_map_smaller_than_its_kernel_is_refused(size):
+    """LCE 0.16 gets these wrong (the raw converter's output is compared to show it); ones-padding
+    or a map as large as the kernel converts exactly."""
+    import larq_compute_engine as lce
+    from larq_compute_engine import testing as lce_testing
+
+    def model(side, pad):
+        inputs = tf.keras.Input((side, side, 64))
+        conv = lq.layers.QuantConv2D(32, 3, padding="same", pad_values=pad, use_bias=False, input_quantizer="ste_sign",
+                                     kernel_quantizer="ste_sign", name="small_map_conv")
+        return tf.keras.Model(inputs, conv(inputs))
+
+    bad = model(size, 0.0)
+    x = np.random.default_rng(0).normal(size=(2, size, size, 64)).astype("float32")
+    raw = lce_testing.Interpreter(lce.convert_keras_model(hbnn_larq.bake_quantized_kernels(bad))).predict(x)
+    assert np.abs(raw - bad.predict(x, verbose=0)).max() > 1  # the bug the guard is for
+    with pytest.raises(ValueError, match="small_map_conv.*pad_values=1.0"):
+        hbnn_larq.convert_keras_model(bad)
+    for fine in (model(size, 1.0), model(3, 0.0)):
+        fb = hbnn_larq.convert_keras_model(fine)
+        xs = np.random.default_rng(1).normal(size=(2, *fine.input_shape[1:])).astype("float32")
+        np.testing.assert_allclose(lce_testing.Interpreter(fb).predict(xs), fine.predict(xs, verbose=0), atol=1e-4)
