@@ -10,6 +10,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+# Every benchmark script imports this module before it imports TensorFlow: TensorFlow's C++
+# start-up messages off, as in `train.py`, unless the environment sets the level.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 RUNS = ROOT / "benchmarks" / "runs"

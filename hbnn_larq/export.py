@@ -131,7 +131,12 @@ def convert_keras_model(model: tf.keras.Model, *, strict: bool = True, **lce_kwa
     if not isinstance(model, tf.keras.Model):
         raise ValueError(f"`model` must be a tf.keras.Model, got {type(model).__name__}.")
     check_zero_padding(model)
-    flatbuffer = lce.convert_keras_model(bake_quantized_kernels(model), **lce_kwargs)
+    baked = bake_quantized_kernels(model)
+    # LCE saves the model as a SavedModel first, and Keras warns ("Compiled the loaded model, but
+    # the compiled metrics have yet to be built") when it saves a model that was never compiled.
+    # Compiling the copy (no loss, no metrics) leaves the flatbuffer unchanged.
+    baked.compile()
+    flatbuffer = lce.convert_keras_model(baked, **lce_kwargs)
     expected = len(binarized_layers(model))
     found = op_names(flatbuffer).count(BINARY_CONV_OP)
     if strict and found < expected:

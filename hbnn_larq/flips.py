@@ -23,7 +23,9 @@ class FlipRateMonitor(tf.keras.callbacks.Callback):
     each epoch (`flips/<layer>`) and since the start of training (`flips_total/<layer>`).
 
     The values are added to the epoch `logs`, so `CSVLogger`, `TensorBoard` and `History` record
-    them. `history` holds the same numbers as a dict of lists.
+    them. `history` holds the same numbers as a dict of lists. Keras' progress bar would print
+    them too, two numbers per layer: pass a `CompactProgbarLogger` with the callbacks to keep only
+    the means on that line.
 
     # Arguments
     layers: the layers to watch; default: every layer of the model with a `kernel_quantizer`.
@@ -93,3 +95,25 @@ class FlipRateMonitor(tf.keras.callbacks.Callback):
         for key, value in logs.items():
             if key.startswith("flips"):
                 self.history.setdefault(key, []).append(float(value))
+
+
+def is_layer_rate(key: str) -> bool:
+    """Whether the log key `key` is one layer's flip rate (`flips/<layer>`, `flips_total/<layer>`)."""
+    prefix, _, name = key.partition("/")
+    return prefix in ("flips", "flips_total") and name not in ("", "mean")
+
+
+class CompactProgbarLogger(tf.keras.callbacks.ProgbarLogger):
+    """Keras' progress bar without the per-layer flip rates of `FlipRateMonitor`.
+
+    With two rates per binarized layer, the epoch line of a deep model would be mostly flip
+    rates; this one shows `flips/mean` and `flips_total/mean` only. The per-layer rates stay in
+    the epoch `logs`, so `CSVLogger`, `TensorBoard` and `History` still record them. Keras uses
+    a `ProgbarLogger` found among the callbacks instead of its own, with `fit`'s `verbose`.
+    """
+
+    def __init__(self, count_mode: str = "steps", stateful_metrics=None):
+        super().__init__(count_mode=count_mode, stateful_metrics=stateful_metrics)
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch, {key: value for key, value in (logs or {}).items() if not is_layer_rate(key)})

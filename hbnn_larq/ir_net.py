@@ -93,6 +93,10 @@ class IRNetSign(ScheduledQuantizer):
     """
 
     precision = 1
+    # The EDE gradient is nonzero everywhere and the kernel is re-standardized per filter, so no
+    # latent weight can starve and a clip would only distort the filter (the reference clips
+    # none). Silences larq's starved-weights warning.
+    needs_kernel_constraint = False
     # Every filter is re-standardised in the forward pass: `HyperbolicSign(base=...)` reads this
     # to give its points the paper's step instead of sign-HBNN's larger one.
     standardizes_weights = True

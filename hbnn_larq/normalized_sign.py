@@ -53,6 +53,9 @@ class NormalizedSign(FullPrecisionQuantizer):
     """
 
     precision = 1
+    # Scale-invariant: every |u_i| <= 1, so no weight leaves the STE's window (see above).
+    # Silences larq's starved-weights warning.
+    needs_kernel_constraint = False
 
     def quantize(self, inputs):
         tiny = tf.constant(tf.experimental.numpy.finfo(inputs.dtype.as_numpy_dtype).tiny, inputs.dtype)

@@ -104,6 +104,9 @@ class HyperbolicSign(FullPrecisionQuantizer):
     """
 
     precision = 1
+    # The latent kernel is mapped into the ball (or onto its sphere) and has no range to leave: a
+    # clip would only change the mapped direction. Silences larq's starved-weights warning.
+    needs_kernel_constraint = False
 
     def __init__(
         self,

@@ -77,6 +77,10 @@ class ReCUSign(ScheduledQuantizer):
     """
 
     precision = 1
+    # The clamp acts on the per-filter standardized kernel, so its window follows the latent
+    # kernel's scale: a latent clip would not change which weights it holds, only distort the
+    # filter (the reference clips none). Silences larq's starved-weights warning.
+    needs_kernel_constraint = False
     # Every filter is re-standardised in the forward pass: `HyperbolicSign(base=...)` reads this
     # to give its points the paper's step instead of sign-HBNN's larger one.
     standardizes_weights = True

@@ -120,7 +120,7 @@ def test_config_errors_name_parameter_and_choices():
 @pytest.mark.parametrize("variant, stem", [(None, (3, 3)), ("cifar", (3, 3)), ("imagenet", (7, 7))])
 def test_variant_picks_the_resnet_layout_at_any_image_size(variant, stem):
     config = TrainConfig(model="resnet18", width=0.125, variant=variant).validate()
-    dataset = type("Dataset", (), {"input_shape": (64, 64, 3), "num_classes": 10})()
+    dataset = type("Dataset", (), {"input_shape": (64, 64, 3), "num_classes": 10, "mean": (0.5,) * 3, "std": (0.25,) * 3})()
     assert run.build_model(config, dataset).get_layer("stem_conv").kernel_size == stem
 
 
@@ -182,7 +182,7 @@ def test_on_switch_reaches_every_epc_quantizer():
     with pytest.raises(ConfigError, match="`on_switch` must be one of 'keep', 'reexpress'; got 'swap'"):
         TrainConfig(on_switch="swap").validate()
     config = cli.parse_config(["--cluster-size", "2", "--on-switch", "reexpress", "--width", "0.125"]).validate()
-    shape = types.SimpleNamespace(input_shape=(32, 32, 3), num_classes=10)
+    shape = types.SimpleNamespace(input_shape=(32, 32, 3), num_classes=10, mean=(0.5,) * 3, std=(0.25,) * 3)
     quantizers = [q for _, q in hyperbolic_quantizers(run.build_model(config, shape))]
     assert quantizers and all(q.on_switch == "reexpress" and q.cluster_size == 2 for q in quantizers)
 
@@ -213,6 +213,57 @@ def test_bad_flags_list_valid_choices(tmp_path):
         cli.parse_config(["--config", str(config_file)])
     missing = tmp_path / "nowhere"
     assert cli.main(["--dataset", str(missing), "--no-download", "--run-dir", str(tmp_path / "run")]) == 2
+
+
+def help_entries(parser) -> dict:
+    """`--option` -> its whole `--help` entry on one line (an entry may wrap onto indented lines)."""
+    entries, current = {}, None
+    for line in parser.format_help().split("options:", 1)[1].splitlines():
+        if line.startswith("  -"):
+            current = line.split()[0].rstrip(",")
+            entries[current] = line
+        elif current and line.startswith("    "):
+            entries[current] += " " + line.strip()
+    return {option: " ".join(text.split()) for option, text in entries.items()}
+
+
+def test_help_states_only_true_defaults(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "100")
+    parser = cli.build_parser()
+    entries = help_entries(parser)
+    for flag in ("--no-export", "--no-download", "--overwrite", "--run-eagerly"):
+        assert "(default:" not in entries[flag], entries[flag]
+    assert all("(default: None)" not in entry for entry in entries.values())
+    for action in parser._actions:
+        if not action.option_strings or action.nargs == 0:
+            continue
+        entry = entries[action.option_strings[0]]
+        if action.default is None:  # decided later: the help says how
+            assert "default" in entry, entry
+        else:
+            assert f"(default: {action.default})" in entry, entry
+    assert "(default: 256)" in entries["--batch-size"] and "600 for 32-px data" in entries["--epochs"]
+
+
+def test_progress_line_shows_mean_flip_rates_and_the_records_every_layer(tmp_path, capsys):
+    from tests.helpers import random_data, tiny_model
+
+    model = tiny_model("ste_sign", channels=(8, 8))
+    model.compile(tf.keras.optimizers.SGD(0.5), tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])
+    config = types.SimpleNamespace(quantizer="ste_sign", cluster_size=1, seed=0, verbose=2)
+    x, y = random_data(32)
+    model.fit(x, y, batch_size=16, epochs=1, verbose=2, validation_data=(x, y),
+              callbacks=callbacks.run_callbacks(config, tmp_path, types.SimpleNamespace(validation=None), 1, True))
+    layer_keys = [f"{key}/{layer.name}" for layer in binarized_layers(model) for key in ("flips", "flips_total")]
+    progress = capsys.readouterr().out
+    assert "flips/mean" in progress and "val_accuracy" in progress
+    assert not any(key in progress for key in layer_keys), progress
+    header = (tmp_path / "history.csv").read_text().splitlines()[0].split(",")
+    assert set(layer_keys) | {"flips/mean", "flips_total/mean"} <= set(header)
+    tags = {value.tag for path in (tmp_path / "logs" / "train").glob("events.out.tfevents.*")
+            for event in tf.compat.v1.train.summary_iterator(str(path)) for value in event.summary.value}
+    assert {f"epoch_{key}" for key in layer_keys} <= tags
 
 
 # -- the CLI, end to end ---------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 """The callbacks of a training run: resuming, flip rates, quantizer schedules, EPC's chart
-selection and the per-epoch records (`epochs.json`, `history.csv`, TensorBoard)."""
+selection, the per-epoch records (`epochs.json`, `history.csv`, TensorBoard) and the progress bar."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import tensorflow as tf
 
 from hbnn_larq._atomic import write_json
-from hbnn_larq.flips import FlipRateMonitor
+from hbnn_larq.flips import CompactProgbarLogger, FlipRateMonitor
 from hbnn_larq.schedules import QuantizerSchedule
 from hbnn_larq.selection import ChartSelection
 from hbnn_larq.training import recipes
@@ -72,4 +72,5 @@ def run_callbacks(config, run_dir: Path, dataset, epochs: int, chief: bool) -> l
             tf.keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
             tf.keras.callbacks.TensorBoard(str(run_dir / "logs"), profile_batch=0),
         ]
-    return callbacks
+    # Keras' progress line with the mean flip rates only; the per-layer ones go to the records.
+    return callbacks + [CompactProgbarLogger()]
