@@ -35,12 +35,12 @@ from hbnn_larq.training.config import STRATEGIES
 from hbnn_larq.zoo import model_names
 from hbnn_larq.zoo.resnet import VARIANTS
 
-# `python train.py` without arguments: HBNN (the default recipe) on VGG-Small at width 0.25, 16,000
+# `python train.py` without arguments: HBNN (the default recipe) on VGG-Small at width 0.25, 20,000
 # CIFAR-10 training images, 2,000 test images, 5 epochs with a one-epoch warm-up, from the offline
 # CIFAR-10 copy if one is found in $HBNN_DATA_DIR, otherwise on a generated colour-cue task
 # (labelled "synthetic" in the output). About 4 minutes on 2 CPU cores in float32 (docs/training.md).
 DEMO = dict(model="vggsmall", dataset="cifar10", width=0.25, epochs=5, warmup_epochs=1, batch_size=128,
-            max_train_examples=16_000, max_test_examples=2_000)
+            max_train_examples=20_000, max_test_examples=2_000)
 
 
 def _positive_int(text: str) -> int:

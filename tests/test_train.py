@@ -427,7 +427,7 @@ def test_demo_configuration(offline, tmp_path, monkeypatch, capsys):
     assert config.dataset == ("cifar10" if offline else "synthetic") and ("SYNTHETIC" in out) != offline
     assert config.quantizer == TrainConfig().quantizer == "hbnn" and "Demo: HBNN" in out
     assert (config.model, config.width, config.epochs, config.warmup_epochs, config.batch_size) == ("vggsmall", 0.25, 5, 1, 128)
-    assert (config.max_train_examples, config.max_test_examples, config.precision) == (16_000, 2_000, "float32")
+    assert (config.max_train_examples, config.max_test_examples, config.precision) == (20_000, 2_000, "float32")
     assert config.export and config.validation_split is None  # the curve shown is the test split's
 
 
