@@ -4,8 +4,11 @@
     python train.py --model vggsmall --dataset cifar10 --quantizer hbnn       # steps: the best measured
     python train.py --model vggsmall --dataset cifar10 --point-lr-multiplier 1 --latent-lr-multiplier 1  # the paper's
     python train.py --config run.json --epochs 10                            # JSON defaults, flags win
+    python train.py --epochs 60 --first-epoch 20 --stop-epoch 40 --init-weights SEG0/weights.npz  # a segment
 
-Re-running the same command resumes an interrupted run from its last completed epoch.
+Re-running the same command resumes an interrupted run from its last completed epoch. A long run
+can also be trained in segments (on different machines), each continuing the same schedule
+(docs/training.md, "Long runs in segments").
 The recipe and the outputs are documented in `hbnn_larq/training/`: the optimizer and schedule in
 `optimizer.py`, the recipes in `recipes.py`, where data comes from in `sources.py`, its preprocessing in
 `data.py`, the run directory in `config.py` (its name) and `run.py` (its contents).
@@ -50,6 +53,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text}")
+    return value
+
+
 def _positive_float(text: str) -> float:
     value = float(text)
     if not 0 < value < float("inf"):
@@ -86,7 +96,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help="folder with offline copies (cifar10-jpeg.tar.gz, imagenette-224.tar), searched before "
                         "$HBNN_DATA_DIR, or TFDS data dir (default: $HBNN_DATA_DIR only, and TFDS' ~/tensorflow_datasets)")
     p.add_argument("--quantizer", choices=recipes.recipe_names(), default="hbnn", help="weight-binarization recipe")
-    p.add_argument("--epochs", type=_positive_int, help="default: 600 for 32-px data, 250 for ImageNet-like")
+    p.add_argument("--epochs", type=_positive_int,
+                   help="length of the LR schedule; default: 600 for 32-px data, 250 for ImageNet-like")
+    p.add_argument("--first-epoch", type=_non_negative_int, default=0, metavar="K",
+                   help="continue a longer run: start after its epoch K (LR schedule offset by K epochs, epochs "
+                        "numbered from K+1); pass the previous segment's weights.npz as --init-weights")
+    p.add_argument("--stop-epoch", type=_positive_int, metavar="L",
+                   help="end this run after epoch L of the --epochs schedule (a segment of a longer run; "
+                        "default: --epochs)")
     p.add_argument("--batch-size", type=_positive_int, default=256, help="global batch size")
     p.add_argument("--lr", type=_positive_float, default=0.1, help="peak learning rate (cosine decay to 0)")
     p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")

@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -39,12 +40,151 @@ def test_every_row_is_a_valid_config_with_the_latent_step_it_names(protocol):
         assert (f"-wlr{named}" in row) == (named != "1"), row
 
 
-@pytest.mark.parametrize("model", sorted(zoo_weights.EPOCHS))
-def test_zoo_weights_train_the_full_width_cifar_model_with_the_defaults(model):
-    config = _config(zoo_weights.command(model))
-    assert (config.model, config.dataset, config.width, config.variant) == (model, "cifar10", 1.0, None)
-    assert config.resolved_latent_lr_multiplier() == recipes.latent_lr_multiplier("hbnn")
-    assert config.resolved_point_lr_multiplier() == recipes.point_lr_multiplier("hbnn")
+# -- zoo weights, trained in segments (benchmarks/zoo_weights.py) ----------------------------------
+@pytest.mark.parametrize("key", sorted(zoo_weights.PLANS))
+def test_every_segment_of_every_plan_is_a_valid_config_continuing_the_one_before(key):
+    plan = zoo_weights.PLANS[key]
+    stops = [0]
+    for k in range(plan.segments):
+        config = _config(zoo_weights.command(plan, k))
+        assert (config.model, config.dataset, config.width, config.variant) == (plan.model, "cifar10", 1.0, None)
+        assert (config.epochs, config.precision, config.seed) == (plan.epochs, plan.precision, 0)
+        assert config.first_epoch == k * plan.segment == stops[-1]  # starts where the previous one stopped
+        assert config.init_weights == (None if k == 0 else str(zoo_weights.segment_file(plan, k - 1, ".npz")))
+        assert config.run_dir == str(zoo_weights.RUNS / f"{key}-seg{k}")
+        assert config.export == (k == plan.segments - 1)  # the final weights are converted and checked in LCE
+        stops.append(config.epoch_range(config.epochs)[1])
+    assert stops[-1] == plan.epochs and len(set(stops)) == len(stops)
+    config = _config(zoo_weights.command(plan, 0))
+    assert config.resolved_latent_lr_multiplier() == 10
+    if config.quantizer == "hbnn":
+        assert config.resolved_point_lr_multiplier() == recipes.point_lr_multiplier("hbnn")
+
+
+def test_every_model_has_a_shipping_plan_and_vggsmall_a_sign_ste_twin_at_the_same_budget():
+    shipping = {plan.model for plan in zoo_weights.PLANS.values() if plan.ship}
+    assert shipping == {"vggsmall", "resnet18", "resnet34"}
+    hbnn, ste = zoo_weights.PLANS["vggsmall-hbnn"], zoo_weights.PLANS["vggsmall-ste"]
+    assert not ste.ship and (ste.epochs, ste.segment, ste.precision) == (hbnn.epochs, hbnn.segment, hbnn.precision)
+    assert _config(zoo_weights.command(ste, 0)).quantizer == "ste_sign"
+
+
+@pytest.fixture
+def zoo_folders(tmp_path, monkeypatch):
+    for name, folder in (("SEGMENTS", "segments"), ("RUNS", "runs"), ("WEIGHTS_DIR", "weights")):
+        monkeypatch.setattr(zoo_weights, name, tmp_path / folder)
+    monkeypatch.setattr(zoo_weights, "RESULTS", tmp_path / "zoo-weights.json")
+    return tmp_path
+
+
+def _fake_run_train(calls):
+    """run_train without training: a complete results.json and a weights file for the command's config."""
+    def run_train(cmd, run_dir, log_path):
+        config = _config(cmd)
+        calls.append(config)
+        first, stop = config.epoch_range(config.epochs)
+        results = {"config": config.to_dict(), "final": {"test_accuracy": stop / 100}, "train_time_s": 3600.0 * (stop - first),
+                   "epochs": [{"epoch": e, "train_accuracy": 0.5, "test_accuracy": e / 100, "lr": 0.1, "seconds": 3600.0}
+                              for e in range(first + 1, stop + 1)],
+                   "machine": {"cpu_model": "Xeon", "cores": 2}, "versions": {}}
+        Path(config.run_dir).mkdir(parents=True)
+        (Path(config.run_dir) / "weights.npz").write_bytes(f"weights of epoch {stop}".encode())
+        return 0, results
+    return run_train
+
+
+def test_the_next_segment_is_read_from_the_committed_folder(zoo_folders, monkeypatch):
+    plan = zoo_weights.Plan("vggsmall", "t", epochs=5, segment=2, recipe=zoo_weights.HBNN, label="test")
+    calls, finished = [], []
+    monkeypatch.setattr(zoo_weights, "run_train", _fake_run_train(calls))
+    monkeypatch.setattr(zoo_weights, "finish", lambda plan, store: finished.append(plan.key))
+    assert zoo_weights.done_segments(plan) == 0
+    assert zoo_weights.advance(plan, 1, {})
+    assert zoo_weights.done_segments(plan) == 1 and not finished
+    record = json.loads(zoo_weights.segment_file(plan, 0, ".json").read_text())
+    assert record["command"] == zoo_weights.printable_command(zoo_weights.command(plan, 0))
+    assert (record["first_epoch"], record["stop_epoch"], record["test_accuracy"]) == (0, 2, 0.02)
+    assert [e["epoch"] for e in record["per_epoch"]] == [1, 2] and record["machine"]["cpu_model"] == "Xeon"
+    # A new machine: no run directories, only the committed folder; the next segments start from it.
+    shutil.rmtree(zoo_folders / "runs")
+    assert zoo_weights.advance(plan, 5, {})
+    assert [(c.first_epoch, c.stop_epoch) for c in calls] == [(0, 2), (2, 4), (4, 5)]
+    assert calls[2].init_weights == str(zoo_weights.segment_file(plan, 1, ".npz")) and finished == ["vggsmall-t"]
+    assert zoo_weights.segment_file(plan, 2, ".npz").read_bytes() == b"weights of epoch 5"
+    # Weights without their record (a sitting ended between the two copies) are not a done segment.
+    zoo_weights.segment_file(plan, 2, ".json").unlink()
+    assert zoo_weights.done_segments(plan) == 2
+    # Segments committed by other numbers than the plan's are refused, not continued.
+    changed = dataclasses.replace(plan, epochs=6)
+    with pytest.raises(SystemExit, match="The plan changed"):
+        zoo_weights.done_segments(changed)
+
+
+def test_an_unfinished_segment_is_not_committed(zoo_folders, monkeypatch, capsys):
+    plan = zoo_weights.Plan("vggsmall", "t", epochs=4, segment=2, recipe=zoo_weights.HBNN, label="test")
+    monkeypatch.setattr(zoo_weights, "run_train", lambda cmd, run_dir, log: (137, None))
+    assert not zoo_weights.advance(plan, 1, {})
+    assert zoo_weights.done_segments(plan) == 0 and "on this machine it resumes" in capsys.readouterr().out
+
+
+def _commit_plan(plan, accuracy=0.8):
+    """Committed records of every segment of `plan`, and real (tiny) weights for its last one."""
+    from hbnn_larq import zoo
+
+    zoo_weights.SEGMENTS.mkdir(parents=True)
+    for k in range(plan.segments):
+        first, stop = plan.bounds(k)
+        record = {"command": zoo_weights.printable_command(zoo_weights.command(plan, k)), "first_epoch": first,
+                  "stop_epoch": stop, "test_accuracy": accuracy, "train_time_s": 1800.0 * (stop - first),
+                  "per_epoch": [{"epoch": e, "test_accuracy": accuracy} for e in range(first + 1, stop + 1)],
+                  "machine": {"cpu_model": f"cpu{k % 2}", "cores": 2}, "versions": {"k": k}}
+        zoo_weights.segment_file(plan, k, ".json").write_text(json.dumps(record))
+        zoo_weights.segment_file(plan, k, ".npz").write_bytes(b"")
+    model = zoo.VGGSmall(width=0.125, input_shape=(32, 32, 3), num_classes=10)
+    zoo.save_pretrained(model, zoo_weights.segment_file(plan, plan.segments - 1, ".npz"))
+
+
+def test_a_completed_plan_is_published_only_if_it_beats_the_shipped_weights(zoo_folders, monkeypatch, capsys):
+    from hbnn_larq import zoo
+
+    plan = zoo_weights.Plan("vggsmall", "t", epochs=3, segment=2, recipe=zoo_weights.HBNN, label="test")
+    _commit_plan(plan)
+    zoo.register_weights("cifar10", zoo_weights.segment_file(plan, 1, ".npz"), weights_dir=zoo_weights.WEIGHTS_DIR,
+                         provenance={"test_accuracy": 0.80})
+    registry = zoo_weights.WEIGHTS_DIR / "registry.json"
+    before = registry.read_text()
+    monkeypatch.setattr(zoo_weights, "accuracy", lambda model, weights, **kwargs: 0.79 if kwargs else 0.78)
+    store = {}
+    summary = zoo_weights.finish(plan, store)
+    assert not summary["published"] and summary["shipped_accuracy_before"] == 0.80 and store == {}
+    assert registry.read_text() == before and "the shipped file stays" in capsys.readouterr().out
+    assert json.loads(zoo_weights.summary_file(plan).read_text()) == summary
+    assert zoo_weights.advance(plan, 1, store) and store == {}  # complete and measured: nothing more to do
+
+    monkeypatch.setattr(zoo_weights, "accuracy", lambda model, weights, **kwargs: 0.84 if kwargs else 0.85)
+    summary = zoo_weights.finish(plan, store)
+    assert summary["published"] and "published as vggsmall weights='cifar10'" in capsys.readouterr().out
+    entry = json.loads(registry.read_text())["vggsmall"]["cifar10"]
+    provenance = entry["provenance"]
+    assert (provenance["test_accuracy"], provenance["slice"]["accuracy"], provenance["epochs"]) == (0.85, 0.84, 3)
+    assert provenance["commands"] == [zoo_weights.printable_command(zoo_weights.command(plan, k)) for k in (0, 1)]
+    assert [s["epochs"] for s in provenance["segments"]] == ["1-2", "3-3"]
+    assert provenance["train_time_h"] == 1.5 and provenance["core_hours"] == 3.0
+    assert provenance["machines"] == ["cpu0 (2 cores)", "cpu1 (2 cores)"] and len(provenance["test_accuracy_per_epoch"]) == 3
+    assert store["vggsmall"]["provenance"] == provenance and json.loads(zoo_weights.RESULTS.read_text()) == store
+    assert "3 epochs in 2 segments" in entry["description"]
+
+    baseline = dataclasses.replace(plan, name="b", ship=False)
+    for k in (0, 1):  # the same segments, filed under the baseline plan
+        for suffix in (".json", ".npz"):
+            target = zoo_weights.segment_file(baseline, k, suffix)
+            shutil.copyfile(zoo_weights.segment_file(plan, k, suffix), target)
+        record = json.loads(zoo_weights.segment_file(baseline, k, ".json").read_text())
+        record["command"] = zoo_weights.printable_command(zoo_weights.command(baseline, k))
+        zoo_weights.segment_file(baseline, k, ".json").write_text(json.dumps(record))
+    monkeypatch.setattr(zoo_weights, "accuracy", lambda model, weights, **kwargs: 0.99)
+    assert not zoo_weights.finish(baseline, store)["published"]  # a baseline plan never ships
+    assert json.loads(registry.read_text())["vggsmall"]["cifar10"] == entry
 
 
 def _entry(row, seed, accuracy, **times):

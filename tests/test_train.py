@@ -19,7 +19,7 @@ import tensorflow as tf
 from hbnn_larq.export import op_names
 from hbnn_larq.quantizers import hyperbolic_quantizers
 from hbnn_larq.training import ConfigError, TrainConfig, callbacks, optimizer, recipes, run
-from hbnn_larq.training.config import default_run_dir
+from hbnn_larq.training.config import default_run_dir, hashed_fields
 from hbnn_larq.utils import binarized_layers
 
 REPO = Path(__file__).resolve().parents[1]
@@ -102,6 +102,20 @@ def test_learning_rate_schedule():
     assert float(no_warmup(0)) == pytest.approx(0.1)
 
 
+@pytest.mark.parametrize("warmup_epochs", [0, 3])
+def test_a_segments_schedule_is_the_single_runs_shifted_by_its_first_epoch(warmup_epochs):
+    whole = optimizer.learning_rate_schedule(0.1, epochs=10, steps_per_epoch=7, warmup_epochs=warmup_epochs)
+    for first_epoch in (1, 2, 6):
+        offset = first_epoch * 7
+        segment = optimizer.learning_rate_schedule(0.1, epochs=10, steps_per_epoch=7, warmup_epochs=warmup_epochs,
+                                                   step_offset=offset)
+        for step in (0, 1, 5, 13):  # step 0: the segment's first step takes the LR of global step `offset`
+            assert float(segment(step)) == pytest.approx(float(whole(step + offset)), abs=1e-9)
+        restored = tf.keras.optimizers.schedules.deserialize(tf.keras.optimizers.schedules.serialize(segment))
+        assert float(restored(tf.constant(3, tf.int64))) == pytest.approx(float(whole(3 + offset)), abs=1e-9)
+    assert optimizer.learning_rate_schedule(0.1, 10, 7, 0, step_offset=0).__class__.__name__ == "CosineDecay"
+
+
 def test_config_errors_name_parameter_and_choices():
     with pytest.raises(ConfigError, match="`model` must be one of .*vggsmall"):
         TrainConfig(model="alexnet").validate()
@@ -115,6 +129,27 @@ def test_config_errors_name_parameter_and_choices():
         TrainConfig.from_dict({"bogus": 1})
     with pytest.raises(ConfigError, match="`precision` must be one of 'float32'"):
         TrainConfig(precision="float64").validate()
+
+
+def test_segment_epoch_errors_name_the_parameter():
+    for values, message in (
+            (dict(epochs=4, first_epoch=-1), r"`first_epoch` must be an integer >= 0 and < `epochs` \(4\), got -1"),
+            (dict(epochs=4, first_epoch=4), r"`first_epoch` .* got 4"),
+            (dict(epochs=4, first_epoch=True), r"`first_epoch` .* got True"),
+            (dict(first_epoch=-2), r"`first_epoch` must be an integer >= 0, got -2"),  # epochs not known yet
+            (dict(epochs=4, first_epoch=2, stop_epoch=2), r"`stop_epoch` must be an integer > `first_epoch` \(2\) "
+                                                          r"and <= `epochs` \(4\), got 2"),
+            (dict(epochs=4, stop_epoch=5), r"`stop_epoch` .* got 5")):
+        with pytest.raises(ConfigError, match=message):
+            TrainConfig(**values).validate()
+    assert TrainConfig(epochs=4, first_epoch=1, stop_epoch=3).validate().epoch_range(4) == (1, 3)
+    assert TrainConfig(first_epoch=3).epoch_range(600) == (3, 600)
+    with pytest.raises(ConfigError, match="`first_epoch` must be .* < `epochs` \\(600\\), got 600"):
+        TrainConfig(first_epoch=600).epoch_range(600)  # train() checks again once `epochs` is resolved
+    with pytest.raises(SystemExit):
+        cli.parse_config(["--first-epoch", "-1"])
+    config = cli.parse_config(["--epochs", "60", "--first-epoch", "20", "--stop-epoch", "40"]).validate()
+    assert (config.epochs, config.first_epoch, config.stop_epoch) == (60, 20, 40)
 
 
 @pytest.mark.parametrize("variant, stem", [(None, (3, 3)), ("cifar", (3, 3)), ("imagenet", (7, 7))])
@@ -140,6 +175,7 @@ OTHER_VALUES = dict(
     point_update="mobius", radius=0.5, cluster_size=2, selection="loss", on_switch="keep", grouping="channel",
     width=0.5, variant="imagenet", image_size=64, seed=1, strategy="mirrored", precision="mixed_bfloat16",
     max_train_examples=100, max_test_examples=100, validation_split=0.1, init_weights="cifar10",
+    first_epoch=1, stop_epoch=2,
     run_dir="elsewhere", export=False, download=False, overwrite=True, run_eagerly=True, verbose=0,
 )
 OUTPUT_ONLY = ("run_dir", "export", "download", "overwrite", "run_eagerly", "verbose")
@@ -160,6 +196,11 @@ def test_run_dir_moves_with_every_field_that_changes_the_run(field):
     else:
         assert default_run_dir(changed) != default_run_dir(base), field
     assert changed.default_run_dir() == default_run_dir(changed)
+
+
+def test_a_whole_run_keeps_the_directory_it_had_before_segments_existed():
+    assert "first_epoch" not in hashed_fields(TrainConfig()) and "stop_epoch" not in hashed_fields(TrainConfig())
+    assert default_run_dir(TrainConfig(epochs=5, stop_epoch=5)) == default_run_dir(TrainConfig(epochs=5))
 
 
 @pytest.mark.parametrize("field", EPC_ONLY)
@@ -463,3 +504,54 @@ def test_bad_init_weights_names_the_parameter(tmp_path):
     with pytest.raises(ConfigError, match="`init_weights`"):
         run.train(TrainConfig(dataset="synthetic", width=0.125, epochs=1, batch_size=50, init_weights="nonexistent",
                               run_dir=str(tmp_path / "r"), verbose=0))
+
+
+# -- segments: one long schedule run in pieces (issue 28) -------------------------------------------
+def _segment(tmp_path, name, **values):
+    return TrainConfig(dataset="synthetic", width=0.125, batch_size=8, max_train_examples=24, max_test_examples=16,
+                       epochs=4, seed=1, lr=0.05, run_eagerly=True, export=False, verbose=0,
+                       run_dir=str(tmp_path / name), **values)
+
+
+class _Interrupt(Exception):
+    pass
+
+
+class _InterruptAtEpochEnd(tf.keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        raise _Interrupt(epoch)
+
+
+def test_a_segment_continues_the_schedule_and_numbering_and_resumes_in_its_run_dir(tmp_path, monkeypatch):
+    """Epochs 1-1 of a 4-epoch run, then epochs 2-3 warm-started from its weights.npz: the second
+    is interrupted after epoch 2 and the same call resumes it at epoch 3 (BackupAndRestore)."""
+    monkeypatch.setenv("HBNN_CACHE_DIR", str(tmp_path / "cache"))
+    first = run.train(_segment(tmp_path, "seg0", stop_epoch=1))
+    assert [r["epoch"] for r in first["epochs"]] == [1]
+    steps = first["resolved"]["steps_per_epoch"]
+    whole = optimizer.learning_rate_schedule(0.05, 4, steps, 0)
+    assert first["epochs"][0]["lr"] == pytest.approx(float(whole(steps - 1)), rel=1e-5)
+
+    def interrupted(*args, **kwargs):  # stop after the segment's first epoch, once its checkpoint is saved
+        return original(*args, **kwargs) + [_InterruptAtEpochEnd()]
+
+    original = run.run_callbacks
+    monkeypatch.setattr(run, "run_callbacks", interrupted)
+    config = _segment(tmp_path, "seg1", first_epoch=1, stop_epoch=3, init_weights=first["artifacts"]["weights"])
+    with pytest.raises(_Interrupt):
+        run.train(config)
+    assert [r["epoch"] for r in json.loads((tmp_path / "seg1" / "epochs.json").read_text())] == [2]
+    begun = []
+
+    def watched(*args, **kwargs):
+        return original(*args, **kwargs) + [tf.keras.callbacks.LambdaCallback(
+            on_epoch_begin=lambda epoch, logs: begun.append(epoch))]
+
+    monkeypatch.setattr(run, "run_callbacks", watched)
+    second = run.train(config)
+    assert begun == [2]  # resumed after epoch 2 (0-based 1), not restarted at the segment's start
+    assert [r["epoch"] for r in second["epochs"]] == [2, 3]
+    for record in second["epochs"]:  # the single 4-epoch run's learning rate at each epoch's last step
+        assert record["lr"] == pytest.approx(float(whole(record["epoch"] * steps - 1)), rel=1e-5), record
+    assert second["train_time_s"] == pytest.approx(sum(r["seconds"] for r in second["epochs"]))
+    assert not list((tmp_path / "seg1" / "backup").glob("*")) and (tmp_path / "seg1" / "weights.npz").is_file()

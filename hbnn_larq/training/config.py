@@ -6,7 +6,14 @@ resumes) the same run. The hash covers every field that can change the run, that
 but the output-only ones (`OUTPUT_ONLY`), with the values a field leaves to the recipe resolved
 (the radius, the latent kernels' and the points' learning-rate multipliers): a config that
 states the recipe's value and one that leaves it to the recipe share a directory. With one chart
-(`cluster_size=1`) EPC's options (`EPC_ONLY`) cannot change the run and are not hashed either.
+(`cluster_size=1`) EPC's options (`EPC_ONLY`) cannot change the run and are not hashed either;
+nor are `first_epoch` and `stop_epoch` at their defaults (a whole run), so that the directories of
+runs started before those fields existed keep their names.
+
+**Segments** (issue 28). `first_epoch=K, stop_epoch=L` trains epochs K+1..L of the warm-up + cosine
+schedule of a single `epochs`-epoch run (the learning rate is offset by K epochs, Keras' epoch
+numbering continues from K); with `init_weights` the previous segment's `weights.npz` this
+continues a long run on another machine: `benchmarks/zoo_weights.py`, docs/training.md.
 """
 
 from __future__ import annotations
@@ -47,6 +54,8 @@ class TrainConfig:
     data_dir: str | None = None
     quantizer: str = "hbnn"
     epochs: int | None = None
+    first_epoch: int = 0
+    stop_epoch: int | None = None
     batch_size: int = 256
     lr: float = 0.1
     momentum: float = 0.9
@@ -110,7 +119,29 @@ class TrainConfig:
                               f"got {self.width!r}.")
         if not 0 <= self.momentum < 1:
             raise ConfigError(f"`momentum` must be in [0, 1), got {self.momentum!r}.")
+        self.epoch_range(self.epochs)
         return self
+
+    def epoch_range(self, epochs: int | None) -> tuple[int, int | None]:
+        """`(first_epoch, stop_epoch)` for a schedule of `epochs` epochs (the resolved `epochs`;
+        None: not known yet, only the lower bounds are checked): the run trains epochs
+        `first_epoch + 1` to `stop_epoch` (1-based), Keras' `fit(initial_epoch=first_epoch,
+        epochs=stop_epoch)`.
+
+        # Raises
+        ConfigError: unless `0 <= first_epoch < stop_epoch <= epochs`.
+        """
+        first, stop = self.first_epoch, self.stop_epoch
+        limit = float("inf") if epochs is None else epochs
+        of_epochs = "" if epochs is None else f" and < `epochs` ({epochs})"
+        if isinstance(first, bool) or not isinstance(first, int) or not 0 <= first < limit:
+            raise ConfigError(f"`first_epoch` must be an integer >= 0{of_epochs}, got {first!r}.")
+        if stop is None:
+            return first, epochs
+        if isinstance(stop, bool) or not isinstance(stop, int) or not first < stop <= limit:
+            of_epochs = "" if epochs is None else f" and <= `epochs` ({epochs})"
+            raise ConfigError(f"`stop_epoch` must be an integer > `first_epoch` ({first}){of_epochs}, got {stop!r}.")
+        return first, stop
 
     def resolved_latent_lr_multiplier(self) -> float:
         """The latent kernels' LR multiplier: the configured one, else the recipe's."""
@@ -156,6 +187,9 @@ def hashed_fields(config: TrainConfig) -> dict:
             values[name] = float(values[name])
     if config.cluster_size == 1:
         for name in EPC_ONLY:
+            del values[name]
+    for name, whole_run in (("first_epoch", 0), ("stop_epoch", None), ("stop_epoch", config.epochs)):
+        if name in values and values[name] == whole_run:
             del values[name]
     return values
 

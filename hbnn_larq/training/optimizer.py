@@ -6,6 +6,9 @@ SGD with momentum 0.9, learning rate 0.1 with cosine decay to 0 over the run, 60
 - *Warm-up*: a linear warm-up from 0 to `lr` over `warmup_epochs`, then the cosine decay over the
   remaining steps. By default it is scaled to the run length: `min(5, epochs // 20)` epochs,
   i.e. the usual 5 epochs for runs of 100 epochs or more and none for runs shorter than 20.
+- *Segments*: a run that trains epochs K+1..L of an `epochs`-epoch run (`first_epoch=K`,
+  `stop_epoch=L`) follows that run's schedule: the optimizer's step 0 takes the learning rate of
+  its global step K * steps_per_epoch (`learning_rate_schedule(..., step_offset=...)`).
 - *Weight decay* is a coupled L2 term, PyTorch's `SGD(weight_decay=...)` that the paper and the
   baselines use: `wd * w` is added to the gradient before momentum. It applies to kernels only
   (binary latent kernels and the full-precision first conv / classifier): never to the HBNN
@@ -49,13 +52,38 @@ def default_warmup_epochs(epochs: int) -> int:
     return min(5, epochs // 20)
 
 
-def learning_rate_schedule(lr: float, epochs: int, steps_per_epoch: int, warmup_epochs: float):
-    """Linear warm-up from 0 to `lr` over `warmup_epochs`, then cosine decay to 0 (per step)."""
+def learning_rate_schedule(lr: float, epochs: int, steps_per_epoch: int, warmup_epochs: float, step_offset: int = 0):
+    """Linear warm-up from 0 to `lr` over `warmup_epochs`, then cosine decay to 0 (per step).
+
+    `step_offset`: the schedule's step that the optimizer's step 0 takes, i.e. the schedule is
+    `schedule(step + step_offset)`. A run that continues a longer one from its epoch K
+    (`TrainConfig.first_epoch`) passes `K * steps_per_epoch` and follows the same curve.
+    """
     total = max(1, epochs * steps_per_epoch)
     warmup = min(total - 1, int(round(warmup_epochs * steps_per_epoch)))
     if warmup == 0:
-        return tf.keras.optimizers.schedules.CosineDecay(lr, decay_steps=total)
-    return tf.keras.optimizers.schedules.CosineDecay(0.0, decay_steps=total - warmup, warmup_target=lr, warmup_steps=warmup)
+        schedule = tf.keras.optimizers.schedules.CosineDecay(lr, decay_steps=total)
+    else:
+        schedule = tf.keras.optimizers.schedules.CosineDecay(0.0, decay_steps=total - warmup, warmup_target=lr,
+                                                             warmup_steps=warmup)
+    return OffsetSchedule(schedule, step_offset) if step_offset else schedule
+
+
+@lq.utils.register_keras_custom_object
+class OffsetSchedule(tf.keras.optimizers.schedules.LearningRateSchedule):
+    """`schedule` shifted by `step_offset` steps: `OffsetSchedule(s, k)(step) == s(step + k)`."""
+
+    def __init__(self, schedule, step_offset: int):
+        super().__init__()
+        if isinstance(schedule, dict):
+            schedule = tf.keras.optimizers.schedules.deserialize(schedule)
+        self.schedule, self.step_offset = schedule, int(step_offset)
+
+    def __call__(self, step):
+        return self.schedule(tf.cast(step, tf.int64) + self.step_offset)
+
+    def get_config(self):
+        return {"schedule": tf.keras.optimizers.schedules.serialize(self.schedule), "step_offset": self.step_offset}
 
 
 def _base_name(name: str) -> str:

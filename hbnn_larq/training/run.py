@@ -14,6 +14,13 @@ scores and the signs each switch flipped), then `model.keras` (reload after `imp
 `hbnn_larq.training.lce_check`), `weights.npz` (`hbnn_larq.zoo.save_pretrained`, 1 bit per
 binary weight) and `results.json`. `model.keras` and `model.tflite` take RGB pixel values in
 [0, 255] (they normalise their inputs themselves).
+
+**Segments.** With `first_epoch=K` (and `stop_epoch=L`) the run trains epochs K+1..L of the
+schedule of `epochs` epochs: the learning rate is offset by K epochs' steps, `fit(initial_epoch=K)`
+numbers the epochs (in `epochs.json`, `history.csv`, the logs) from K+1, and the per-epoch
+quantizer schedules see the same epoch indices. Momentum starts at zero; the weights are fresh
+unless `init_weights` gives the previous segment's `weights.npz` (`warm_start`). Resuming an
+interrupted segment in its run directory restores its checkpoint as for any run.
 """
 
 from __future__ import annotations
@@ -138,6 +145,7 @@ def train(config: TrainConfig, *, model_fn=None) -> dict:
     epochs = config.epochs or default_epochs(dataset.style)
     weight_decay = config.weight_decay if config.weight_decay is not None else default_weight_decay(dataset.style)
     warmup = config.warmup_epochs if config.warmup_epochs is not None else default_warmup_epochs(epochs)
+    first_epoch, stop_epoch = config.epoch_range(epochs)
     recipe = {"epochs": epochs, "weight_decay": weight_decay, "warmup_epochs": warmup,
               "latent_lr_multiplier": config.resolved_latent_lr_multiplier(),
               "point_lr_multiplier": config.resolved_point_lr_multiplier(),
@@ -158,7 +166,11 @@ def train(config: TrainConfig, *, model_fn=None) -> dict:
             except ValueError as error:
                 raise ConfigError(str(error)) from None
             _say(config, f"Warm start from {config.init_weights} (binary kernels and float layers; points at the origin).")
-        schedule = learning_rate_schedule(config.lr, epochs, dataset.steps_per_epoch, warmup)
+        if (first_epoch, stop_epoch) != (0, epochs):
+            _say(config, f"Segment: epochs {first_epoch + 1}-{stop_epoch} of a {epochs}-epoch schedule"
+                         f"{'' if config.init_weights else ' (from a fresh initialisation: no --init-weights)'}.")
+        schedule = learning_rate_schedule(config.lr, epochs, dataset.steps_per_epoch, warmup,
+                                          step_offset=first_epoch * dataset.steps_per_epoch)
         model.compile(make_optimizer(config, model, schedule, weight_decay),
                       loss="sparse_categorical_crossentropy", metrics=["accuracy"], run_eagerly=config.run_eagerly)
     callbacks = run_callbacks(config, run_dir, dataset, epochs, chief)
@@ -166,8 +178,8 @@ def train(config: TrainConfig, *, model_fn=None) -> dict:
     # evaluated once, at the end; without one, the per-epoch curve is the test split's.
     monitored = dataset.validation if dataset.validation is not None else dataset.test
     try:
-        model.fit(dataset.train, validation_data=monitored, epochs=epochs, callbacks=callbacks,
-                  verbose=config.verbose)
+        model.fit(dataset.train, validation_data=monitored, initial_epoch=first_epoch, epochs=stop_epoch,
+                  callbacks=callbacks, verbose=config.verbose)
         test_loss, test_accuracy = model.evaluate(dataset.test, verbose=0)
         final = {"test_accuracy": float(test_accuracy), "test_loss": float(test_loss)}
         if dataset.validation is not None:
