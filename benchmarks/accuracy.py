@@ -209,11 +209,25 @@ SELECT_ROWS = dict(_select_row(contender, *knobs)
                    for knobs in [sweep[i]])
 
 
+# Issue 26's evidence row: larq-zoo's QuickNetSmall on Imagenette at a CPU-sized input, HBNN
+# against QuickNet's own sign/STE recipe (larq-zoo's SteSign(1.25) + WeightClip(1.25): `train.py
+# --quantizer ste_sign` keeps it), chosen on validation like the other `-val` protocols (two
+# values of each contender's decisive knob), then confirmed on two fresh seeds.
+PROTOCOLS["quicknet-val"] = ["--model", "quicknet_small", "--dataset", "imagenette", "--image-size", "112",
+                             "--epochs", "16", "--batch-size", "128", "--lr", "0.1", "--warmup-epochs", "1",
+                             *VALIDATION_FLAGS]
+QUICKNET_ROWS = {name: row for name, row in SELECT_ROWS.items()
+                 if name in ("ste-wlr10", "ste-wlr30", "hbnn-m100-wlr10", "hbnn-m100-wlr30")}
+QUICKNET_CONFIRM_SEEDS = (10, 11)
+
+
 def contender_of(row: str) -> str:
     return row.split("-")[0]
 
 
 def rows_for(protocol: str) -> dict:
+    if protocol == "quicknet-val":
+        return QUICKNET_ROWS
     if protocol.endswith("-val"):
         return SELECT_ROWS
     return RADIUS_ROWS if protocol == "radius" else ROWS

@@ -7,7 +7,8 @@ python benchmarks/selection.py --protocol quick-val --stage confirm     # each c
 python benchmarks/selection.py --protocol quick-val --table             # print the two tables only
 ```
 
-The protocols (`quick-val`, `imagenette-val`), the contenders (sign/STE, sign-normalized, HBNN in
+The protocols (`quick-val`, `imagenette-val`; `quicknet-val`, issue 26's QuickNetSmall
+evidence row: sign/STE and HBNN only, two confirmation seeds), the contenders (sign/STE, sign-normalized, HBNN in
 the ball, HBNN ∂D) and their sweeps are defined in `benchmarks/accuracy.py` (`SELECT_ROWS`); runs
 are stored with the other accuracy runs in `benchmarks/results/accuracy-<protocol>.json`, each
 with its final validation accuracy (`val_accuracy`) and its test accuracy.
@@ -30,7 +31,7 @@ import statistics
 import time
 
 import accuracy
-from accuracy import BASELINES, CONFIRM_SEEDS, CONTENDERS, SELECT_ROWS, SELECT_SEED, contender_of, run_id
+from accuracy import BASELINES, CONFIRM_SEEDS, CONTENDERS, SELECT_SEED, contender_of, rows_for, run_id
 
 
 def validation_by_row(store: dict, seeds) -> dict[str, list[float]]:
@@ -57,19 +58,24 @@ def selection_table(store: dict) -> list[dict]:
     measured = validation_by_row(store, {SELECT_SEED})
     chosen = set(chosen_rows(store).values())
     return [{"row": row, "contender": contender_of(row), "val_accuracy": measured[row][0], "chosen": row in chosen}
-            for row in SELECT_ROWS if row in measured]
+            for row in rows_for(store["protocol"]) if row in measured]
 
 
 def reference_baseline(store: dict, chosen: dict[str, str]) -> str | None:
     """The baseline contender whose chosen row has the higher mean validation accuracy (all seeds)."""
-    measured = validation_by_row(store, {SELECT_SEED, *CONFIRM_SEEDS})
+    measured = validation_by_row(store, {SELECT_SEED, *confirm_seeds(store["protocol"])})
     scores = {c: statistics.mean(measured[chosen[c]]) for c in BASELINES if c in chosen}
     return max(scores, key=scores.get) if scores else None
 
 
+def confirm_seeds(protocol: str) -> tuple:
+    """The fresh seeds of `protocol`'s confirmation runs (two for the QuickNet evidence row)."""
+    return accuracy.QUICKNET_CONFIRM_SEEDS if protocol == "quicknet-val" else CONFIRM_SEEDS
+
+
 def _test_by_seed(store: dict, row: str) -> dict[int, float]:
     return {seed: 100 * store["runs"][run_id(row, seed)]["final_test_accuracy"]
-            for seed in CONFIRM_SEEDS if run_id(row, seed) in store["runs"]}
+            for seed in confirm_seeds(store["protocol"]) if run_id(row, seed) in store["runs"]}
 
 
 def confirmation_table(store: dict) -> list[dict]:
@@ -82,7 +88,7 @@ def confirmation_table(store: dict) -> list[dict]:
         if not tests:
             continue
         diffs = [tests[s] - reference_tests[s] for s in tests if s in reference_tests]
-        val = validation_by_row(store, set(CONFIRM_SEEDS)).get(row, [])
+        val = validation_by_row(store, set(confirm_seeds(store["protocol"]))).get(row, [])
         lines.append({
             "contender": contender, "row": row, "seeds": sorted(tests),
             "test_mean": statistics.mean(tests.values()),
@@ -105,7 +111,7 @@ def print_tables(store: dict) -> None:
     lines = confirmation_table(store)
     if not lines:
         return
-    print(f"\nconfirmation on fresh seeds {', '.join(map(str, CONFIRM_SEEDS))}: test accuracy")
+    print(f"\nconfirmation on fresh seeds {', '.join(map(str, confirm_seeds(protocol)))}: test accuracy")
     print(f"{'contender':9s} {'row':22s} {'seeds':>5s} {'test acc %':>15s} {'val %':>6s}  paired difference vs the reference")
     for line in lines:
         paired = line["vs_reference"]
@@ -128,13 +134,14 @@ def main(argv=None) -> None:
     if args.stage and not args.table:
         started = time.time()
         if args.stage == "select":
-            jobs = [(row, SELECT_SEED) for row in SELECT_ROWS if contender_of(row) in args.contenders]
+            jobs = [(row, SELECT_SEED) for row in rows_for(args.protocol) if contender_of(row) in args.contenders]
         else:
             chosen = chosen_rows(store)
-            missing = [c for c in args.contenders if c not in chosen]
+            contenders = [c for c in args.contenders if any(contender_of(r) == c for r in rows_for(args.protocol))]
+            missing = [c for c in contenders if c not in chosen]
             if missing:
                 parser.error(f"no selection run yet for {', '.join(missing)}: run --stage select first")
-            jobs = [(chosen[c], seed) for seed in CONFIRM_SEEDS for c in args.contenders]
+            jobs = [(chosen[c], seed) for seed in confirm_seeds(args.protocol) for c in contenders]
         for row, seed in jobs:
             accuracy.run(args.protocol, row, seed, store)
         print(f"done in {(time.time() - started) / 60:.1f} min")

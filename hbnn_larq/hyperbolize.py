@@ -44,13 +44,13 @@ its \\(\\epsilon\\); not after one that uses its moving statistics).
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import inspect
 
 import larq as lq
 import tensorflow as tf
 
+from hbnn_larq.precision import global_policy
 from hbnn_larq.quantizers import HyperbolicSign
 from hbnn_larq.utils import layers
 
@@ -133,7 +133,7 @@ def replace_kernel_quantizers(model: tf.keras.Model, make_quantizer, kernel_cons
         config = layer.get_config()
         slots = binary_kernels(layer) if make_quantizer is not None else []
         for quantizer_name, constraint_name in slots:
-            with _global_policy(layer.dtype_policy):
+            with global_policy(layer.dtype_policy):
                 config[quantizer_name] = make_quantizer(getattr(layer, quantizer_name))
             config[constraint_name] = kernel_constraint
         if edit_config is not None:
@@ -233,17 +233,6 @@ def _clone(model, clone_layer):
                 "models (nested ones included) can be rebuilt layer by layer."
             ) from None
         raise
-
-
-@contextlib.contextmanager
-def _global_policy(policy):
-    """Make `policy` the global dtype policy inside the block (new quantizers take its variable dtype)."""
-    previous = tf.keras.mixed_precision.global_policy()
-    tf.keras.mixed_precision.set_global_policy(policy)
-    try:
-        yield
-    finally:
-        tf.keras.mixed_precision.set_global_policy(previous)
 
 
 def _quantizer_weights(layer, quantizer_names) -> list:

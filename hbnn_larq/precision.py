@@ -52,8 +52,16 @@ def policy_scope(name: str):
     Layers built inside the block keep the policy; models are trained outside it as usual.
     """
     check_precision(name)
+    with global_policy(name):
+        yield
+
+
+@contextlib.contextmanager
+def global_policy(policy):
+    """Make `policy` (a name or a `tf.keras.mixed_precision.Policy`) the global dtype policy
+    inside the block, and restore the previous one after (unchecked: see `policy_scope`)."""
     previous = tf.keras.mixed_precision.global_policy()
-    tf.keras.mixed_precision.set_global_policy(name)
+    tf.keras.mixed_precision.set_global_policy(policy)
     try:
         yield
     finally:

@@ -89,13 +89,9 @@ def binary_resnet(
     include_top: whether to include the head; without it the model returns the last stage's
         feature map (`512·width` channels).
     weights: `None`, the name of shipped weights or the path of a `save_pretrained` file.
-    input_normalization: the model's input convention. A pair `(mean, std)` of per-channel
-        statistics of [0, 1]-scaled images, or a dataset name (`"cifar10"`, `"cifar100"`,
-        `"imagenet"`): the model takes RGB pixel values in [0, 255] (uint8 images cast to
-        float32) and normalises them itself, in float32 (its first layer,
-        "input_normalization"). `None`: the model takes inputs normalised by the caller.
-        `"auto"` (default): the normalisation the loaded `weights` were trained with (every
-        shipped file: raw [0, 255] pixels in), or None without weights.
+    input_normalization: the model's input convention, as in `hbnn_larq.zoo.VGGSmall`: with
+        `(mean, std)` or a dataset name it takes RGB pixel values in [0, 255]; `"auto"`
+        (default) follows the loaded weights.
     kernel_quantizer: the binary convs' kernel quantizer; `None` is a fresh
         `hbnn_larq.HyperbolicSign()` per layer. Also an alias, a config dict, a zero-argument
         factory or a Quantizer instance (cloned per layer).
