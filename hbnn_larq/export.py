@@ -21,6 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from hbnn_larq.precision import policy_scope
+from hbnn_larq.thresholds import center_binary_thresholds
 from hbnn_larq.utils import binarized_layers, layers, own_weights, quantized_kernel
 
 BINARY_CONV_OP = "LceBconv2d"
@@ -132,6 +133,7 @@ def convert_keras_model(model: tf.keras.Model, *, strict: bool = True, **lce_kwa
         raise ValueError(f"`model` must be a tf.keras.Model, got {type(model).__name__}.")
     check_zero_padding(model)
     baked = bake_quantized_kernels(model)
+    center_binary_thresholds(baked)  # so that no batch-norm threshold is decided by rounding
     # LCE saves the model as a SavedModel first, and Keras warns ("Compiled the loaded model, but
     # the compiled metrics have yet to be built") when it saves a model that was never compiled.
     # Compiling the copy (no loss, no metrics) leaves the flatbuffer unchanged.
