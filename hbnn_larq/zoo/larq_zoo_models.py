@@ -213,19 +213,9 @@ def _with_input_normalization(model: tf.keras.Model, normalization) -> tf.keras.
     config["layers"].insert(position, {
         "class_name": "Normalization", "name": "input_normalization", "config": probe.get_config(),
         "inbound_nodes": [[[input_name, 0, 0, {}]]]})
-    rebuilt = tf.keras.Model.from_config(config, custom_objects=_custom_objects(model))
+    rebuilt = tf.keras.Model.from_config(config)  # larq's and this package's classes are registered
     rebuilt.set_weights(model.get_weights())
     return rebuilt
-
-
-def _custom_objects(model: tf.keras.Model) -> dict:
-    """The classes a config of `model` names: its layers', quantizers' and constraints'."""
-    objects = {}
-    for layer in model.layers:
-        for value in (layer, *vars(layer).values()):
-            if isinstance(value, (tf.keras.layers.Layer, tf.keras.constraints.Constraint, tf.keras.initializers.Initializer)):
-                objects[type(value).__name__] = type(value)
-    return objects
 
 
 def _is_keras_weights(name: str, weights) -> bool:
