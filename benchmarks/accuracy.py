@@ -197,6 +197,12 @@ _SWEEPS = {
     "hbnn": [(100, 10), (100, 30), (100, 3), (30, 10), (300, 10)],
     "bd": [(100, 10), (100, 30), (100, 3), (30, 10), (300, 10)],
 }
+# A contender whose best step on validation sits at the edge of its grid gets one step beyond it
+# (the same rule for all; quick-val, seed 0): sign-normalized's best was x10, both HBNN
+# contenders' best points' step x30.
+_SWEEPS["norm"].append((None, 3))
+for _contender in ("hbnn", "bd"):
+    _SWEEPS[_contender].append((10, 10))
 
 
 def _select_row(contender: str, points, latent) -> tuple[str, tuple[str, list[str]]]:
