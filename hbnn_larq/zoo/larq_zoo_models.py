@@ -168,12 +168,7 @@ def larq_zoo_model(
                                          kernel_quantizer=kernel_quantizer, kernel_constraint=kernel_constraint)
     keras_weights = _is_keras_weights(name, weights)
     weights_path = None if weights is None or keras_weights else pretrained.resolve_weights(weights, metadata)
-    if isinstance(input_normalization, str) and input_normalization == pretrained.FROM_WEIGHTS:
-        input_normalization = pretrained.read_metadata(weights_path).get("input_normalization") if weights_path else None
-    normalization = common.check_input_normalization(input_normalization)
-    metadata["input_normalization"] = None if normalization is None else [list(v) for v in normalization]
-    if weights_path is not None:
-        pretrained.check_compatible(pretrained.read_metadata(weights_path), metadata, source=str(weights_path))
+    normalization = pretrained.resolve_input_normalization(input_normalization, weights_path, metadata)
 
     source = _build_larq_zoo(name, input_shape=input_shape, input_tensor=input_tensor, num_classes=num_classes,
                              include_top=bool(include_top), weights=weights if keras_weights else None)

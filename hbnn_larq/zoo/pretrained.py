@@ -63,8 +63,6 @@ def prepare_build(model_name: str, *, weights, num_classes, include_top, width, 
     # Raises
     ValueError: for an invalid argument, unknown weights, or weights made for another model.
     """
-    if not (isinstance(input_normalization, str) and input_normalization == FROM_WEIGHTS):
-        input_normalization = common.check_input_normalization(input_normalization)
     width = common.check_width(width)
     num_classes = common.check_num_classes(num_classes)
     pad_values = common.check_pad_values(pad_values)
@@ -81,13 +79,26 @@ def prepare_build(model_name: str, *, weights, num_classes, include_top, width, 
         input_quantizer=input_quantizer,
         kernel_quantizer=kernel_quantizer,
     )
-    if input_normalization == FROM_WEIGHTS:
-        path = resolve_weights(weights, metadata)
-        recorded = read_metadata(path).get("input_normalization") if path is not None else None
-        input_normalization = common.check_input_normalization(recorded)
-    metadata["input_normalization"] = None if input_normalization is None else [list(v) for v in input_normalization]
-    return BuildPlan(width, num_classes, pad_values, make_quantizer, metadata, resolve_weights(weights, metadata),
-                     input_normalization)
+    path = resolve_weights(weights, metadata)
+    normalization = resolve_input_normalization(input_normalization, path, metadata)
+    return BuildPlan(width, num_classes, pad_values, make_quantizer, metadata, path, normalization)
+
+
+def resolve_input_normalization(input_normalization, weights_path, metadata: dict):
+    """The checked `(mean, std)` or None a zoo model normalises its inputs with, recorded in
+    `metadata`: `"auto"` (`FROM_WEIGHTS`) is what the weights file `weights_path` records (None
+    without weights). A file whose normalisation differs from an explicit one is refused.
+
+    # Raises
+    ValueError: invalid `input_normalization`, or weights trained with another one.
+    """
+    if isinstance(input_normalization, str) and input_normalization == FROM_WEIGHTS:
+        input_normalization = read_metadata(weights_path).get("input_normalization") if weights_path else None
+    normalization = common.check_input_normalization(input_normalization)
+    metadata["input_normalization"] = None if normalization is None else [list(v) for v in normalization]
+    if weights_path is not None:
+        check_compatible(read_metadata(weights_path), metadata, source=str(weights_path))
+    return normalization
 
 
 def _describe(value):
