@@ -58,6 +58,27 @@ def test_seed_makes_data_repeatable(tmp_path, cache):
     assert not np.array_equal(first[0][0], first[2][0])
 
 
+def test_a_segment_does_not_replay_the_first_segments_data_order(tmp_path, cache):
+    root = write_image_folder(tmp_path / "tiny")
+
+    def first_batch(first_epoch):
+        ds = data.load_dataset(str(root), batch_size=8, seed=1, first_epoch=first_epoch)
+        return ds, [t.numpy() for t in ds.probe_batch()]
+
+    (whole, (x0, y0)), (_, (x0_again, _)), (segment, (x3, y3)) = first_batch(0), first_batch(0), first_batch(3)
+    np.testing.assert_array_equal(x0, x0_again)
+    assert not np.array_equal(x0, x3) and not np.array_equal(y0, y3)
+    # The same examples: only the training order and augmentations change.
+    assert (segment.num_train, segment.num_test) == (whole.num_train, whole.num_test)
+    for a, b in zip(whole.test, segment.test):
+        np.testing.assert_array_equal(a[0], b[0])
+    seeds = [data.order_seed(1, k) for k in range(6)]
+    assert seeds[0] == 1 and len(set(seeds)) == 6 and all(0 <= s < 2**31 for s in seeds)
+    for bad in (-1, 1.5, True):
+        with pytest.raises(data.DataError, match="`first_epoch` must be an integer >= 0"):
+            data.load_dataset(str(root), batch_size=8, first_epoch=bad)
+
+
 def test_subsets_and_imagenet_style(tmp_path, cache):
     root = write_image_folder(tmp_path / "big", size=80, train_per_class=4, test_per_class=2, test_split="val")
     ds = data.load_dataset(str(root), batch_size=2, image_size=48, max_train_examples=5, max_test_examples=3)

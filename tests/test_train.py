@@ -537,9 +537,13 @@ def test_a_segment_continues_the_schedule_and_numbering_and_resumes_in_its_run_d
 
     original = run.run_callbacks
     monkeypatch.setattr(run, "run_callbacks", interrupted)
+    loaded = []  # the segment's data order is its own (`data.order_seed`), not the first segment's
+    load_dataset = run.load_dataset
+    monkeypatch.setattr(run, "load_dataset", lambda *a, **kw: loaded.append(kw) or load_dataset(*a, **kw))
     config = _segment(tmp_path, "seg1", first_epoch=1, stop_epoch=3, init_weights=first["artifacts"]["weights"])
     with pytest.raises(_Interrupt):
         run.train(config)
+    assert loaded[0]["first_epoch"] == 1
     assert [r["epoch"] for r in json.loads((tmp_path / "seg1" / "epochs.json").read_text())] == [2]
     begun = []
 

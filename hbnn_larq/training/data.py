@@ -18,7 +18,10 @@ unknown folder dataset), so the saved `model.keras` and the converted `.tflite` 
 they come (uint8 images cast to float32).
 
 Augmentation uses stateless random ops seeded from `seed`, so the data order and the
-augmentations of a run are repeatable.
+augmentations of a run are repeatable. A segment of a run (`first_epoch=K > 0`, issue 28's
+checkpointed long runs) seeds its shuffling and augmentation from `(seed, K)` instead
+(`order_seed`): without that, every segment would replay the first segment's data order and
+augmentations epoch by epoch.
 """
 
 from __future__ import annotations
@@ -119,6 +122,15 @@ def _centre_crop(image, size: int):
     return tf.cast(tf.image.resize_with_crop_or_pad(resized, size, size), tf.float32)
 
 
+def order_seed(seed: int, first_epoch: int = 0) -> int:
+    """The seed of the training split's shuffling and augmentation for a run whose first epoch
+    is `first_epoch + 1`: `seed` for a whole run, a seed drawn from `(seed, first_epoch)` for a
+    later segment (a non-negative int32)."""
+    if first_epoch == 0:
+        return seed
+    return int(np.random.SeedSequence([seed, first_epoch]).generate_state(1)[0] & 0x7FFFFFFF)
+
+
 def _batched(ds, *, train: bool, style: str, size: int, batch_size: int, seed: int, num_examples: int):
     if train:
         ds = ds.shuffle(min(num_examples, 50_000), seed=seed, reshuffle_each_iteration=True)
@@ -148,6 +160,7 @@ def load_dataset(
     seed: int = 0,
     download: bool = True,
     validation_split: float | None = None,
+    first_epoch: int = 0,
 ) -> ImageDataset:
     """Train/test pipelines for dataset `name` (see `hbnn_larq.training.sources` for the resolution order).
 
@@ -163,6 +176,9 @@ def load_dataset(
     validation_split: fraction of the training split held out for validation (stratified, with
         a seed of its own: the same images for every run seed; see `sources.holdout`), before
         `max_train_examples` draws its subset from the rest. None: no validation split.
+    first_epoch: the number of epochs a segmented run has already trained (int >= 0): the
+        training split's shuffling and augmentation are seeded with `order_seed(seed,
+        first_epoch)`; the subsets and the validation split do not change.
 
     # Returns
     An `ImageDataset`.
@@ -176,6 +192,8 @@ def load_dataset(
                        ("max_train_examples", max_train_examples), ("max_test_examples", max_test_examples)):
         if value is not None and (not isinstance(value, (int, np.integer)) or value < 1):
             raise DataError(f"`{arg}` must be a positive integer, got {value!r}.")
+    if isinstance(first_epoch, bool) or not isinstance(first_epoch, (int, np.integer)) or first_epoch < 0:
+        raise DataError(f"`first_epoch` must be an integer >= 0, got {first_epoch!r}.")
     check_validation_split(validation_split)
     limits = (max_train_examples, max_test_examples)
     if name == SYNTHETIC:
@@ -195,7 +213,8 @@ def load_dataset(
     validation = source.validation
     return ImageDataset(
         name=name,
-        train=_batched(train.examples, train=True, num_examples=train.count, **common),
+        train=_batched(train.examples, train=True, num_examples=train.count,
+                       **{**common, "seed": order_seed(seed, first_epoch)}),
         test=_batched(test.examples, train=False, num_examples=test.count, **common),
         num_classes=len(source.class_names), class_names=source.class_names, image_size=source.image_size,
         num_train=train.count, num_test=test.count, steps_per_epoch=train.count // batch_size,

@@ -141,7 +141,8 @@ def train(config: TrainConfig, *, model_fn=None) -> dict:
     dataset = load_dataset(
         config.dataset, data_dir=config.data_dir, batch_size=config.batch_size, image_size=config.image_size,
         max_train_examples=config.max_train_examples, max_test_examples=config.max_test_examples,
-        seed=config.seed, download=config.download, validation_split=config.validation_split)
+        seed=config.seed, download=config.download, validation_split=config.validation_split,
+        first_epoch=config.first_epoch)
     epochs = config.epochs or default_epochs(dataset.style)
     weight_decay = config.weight_decay if config.weight_decay is not None else default_weight_decay(dataset.style)
     warmup = config.warmup_epochs if config.warmup_epochs is not None else default_warmup_epochs(epochs)
