@@ -60,7 +60,7 @@ def check_input_normalization(value):
 
 
 def normalize_inputs(x, normalization):
-    """The model's first layer, "input_normalization": RGB pixel values in [0, 255] to
+    r"""The model's first layer, "input_normalization": RGB pixel values in [0, 255] to
     \((x / 255 - \mu) / \sigma\) per channel, in float32 under every precision policy (a
     `tf.keras.layers.Normalization` with constant statistics: no weights; TFLite runs it as a
     subtraction and a multiplication). `normalization=None` returns `x` unchanged: the model
