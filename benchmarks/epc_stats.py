@@ -84,21 +84,21 @@ def switch_stats(history: list[dict], partner: list[dict] | None = None) -> dict
 def switch_cost(model) -> dict:
     """Mean fraction of a layer's binary weights that switching away from its active chart flips,
     per `on_switch` mode; the model is left as it was."""
-    from hbnn_larq.quantizers import ON_SWITCH, hyperbolic_quantizers
-    from hbnn_larq.utils import quantized_kernel
+    from hbnn_larq.quantizers import ON_SWITCH, hyperbolic_kernels
 
     flips = {mode: [] for mode in ON_SWITCH}
-    for layer, quantizer in hyperbolic_quantizers(model):
+    for kernel in hyperbolic_kernels(model):  # kernel, depthwise and pointwise alike
+        quantizer = kernel.quantizer
         if quantizer.cluster_size < 2:
             continue
-        active, latent, mode = int(quantizer.active_index.numpy()), layer.kernel.numpy(), quantizer.on_switch
-        before = quantized_kernel(layer) >= 0
+        active, latent, mode = int(quantizer.active_index.numpy()), kernel.variable.numpy(), quantizer.on_switch
+        before = kernel.quantized() >= 0
         for target in set(range(quantizer.cluster_size)) - {active}:
             for switch_mode in ON_SWITCH:
                 quantizer.on_switch = switch_mode
-                quantizer.set_active(target, layer.kernel)
-                flips[switch_mode].append(float(((quantized_kernel(layer) >= 0) != before).mean()))
-                layer.kernel.assign(latent)
+                quantizer.set_active(target, kernel.variable)
+                flips[switch_mode].append(float(((kernel.quantized() >= 0) != before).mean()))
+                kernel.variable.assign(latent)
                 quantizer.active_index.assign(active)
         quantizer.on_switch = mode
     return {f"switch_flips_{mode}": _mean(values) for mode, values in flips.items()}

@@ -89,27 +89,25 @@ def model_stats(model, source: str) -> list[dict]:
     import hbnn_larq
 
     rows = []
-    for layer in hbnn_larq.utils.layers(model):
-        quantizer = getattr(layer, "kernel_quantizer", None)
-        if not isinstance(quantizer, hbnn_larq.HyperbolicSign):
-            continue
+    for kernel in hbnn_larq.quantizers.hyperbolic_kernels(model):  # kernel, depthwise and pointwise alike
+        quantizer, latent, name = kernel.quantizer, kernel.variable, kernel.name
         if quantizer.grouping != "layer":
-            raise SystemExit(f"{source}: layer {layer.name} uses grouping={quantizer.grouping!r}; "
+            raise SystemExit(f"{source}: layer {name} uses grouping={quantizer.grouping!r}; "
                              "this script analyses the default layer-flat grouping only.")
-        v = layer.kernel.numpy().astype(np.float64).ravel()
+        v = latent.numpy().astype(np.float64).ravel()
         p = quantizer.active_point.numpy().astype(np.float64).ravel()
         w, arg = exp_map(v, p, quantizer.r, quantizer.boundary)
         # The float64 map must reproduce the signs of the library's float32 mapped weight (up to
         # coordinates within rounding of 0), or the table would describe some other kernel.
-        library = quantizer.project(layer.kernel, quantizer.active_point).numpy().ravel() >= 0
+        library = quantizer.project(latent, quantizer.active_point).numpy().ravel() >= 0
         mismatch = float(np.mean((w >= 0) != library))
         if mismatch > 1e-4:
-            raise SystemExit(f"{source}: layer {layer.name}: float64 reference and library disagree on the "
+            raise SystemExit(f"{source}: layer {name}: float64 reference and library disagree on the "
                              f"sign of {100 * mismatch:.3f} % of the mapped weights")
         # What the network uses: sign(w), or the base binarizer's output (IR-Net, ReCU) of w.
-        binary = quantizer(layer.kernel).numpy()
-        stats = layer_stats(v, p, w, arg, quantizer.r, layer.kernel.shape[-1], binary)
-        rows.append({"layer": layer.name, **stats,
+        binary = quantizer(latent).numpy()
+        stats = layer_stats(v, p, w, arg, quantizer.r, latent.shape[-1], binary)
+        rows.append({"layer": name, **stats,
                      "base": None if quantizer.base is None else type(quantizer.base).__name__,
                      "reference_mismatch": mismatch})
     return rows

@@ -1,13 +1,13 @@
 """Export to the Larq Compute Engine: every binarized convolution becomes an `LceBconv2d`.
 
 At inference an HBNN is an ordinary BNN: only \\(\\operatorname{sign}(\\exp_{F_i}(\\tilde w))\\)
-survives. `bake_quantized_kernels` copies the model with every weight-quantized layer's kernel
-replaced by its quantized value and its kernel quantizer replaced by the identity, so the
-converter sees a constant binary filter (it checks filters for \\(\\pm\\alpha_o\\) values, it does
-not pattern-match the quantizer). This avoids the silent float fallback of TensorFlow's constant
-folding for kernels above 1 MiB (TensorFlow's MLIR constant folding skips results over 1 MiB
-that are much larger than their operands, and LCE then sees a non-constant filter), and drops
-the training-only points.
+survives. `bake_quantized_kernels` copies the model with every weight-quantized kernel (kernel,
+depthwise or pointwise: `hbnn_larq.utils.quantized_kernels`) replaced by its quantized value and
+its quantizer replaced by the identity, so the converter sees a constant binary filter (it
+checks filters for \\(\\pm\\alpha_o\\) values, it does not pattern-match the quantizer). This
+avoids the silent float fallback of TensorFlow's constant folding for kernels above 1 MiB
+(TensorFlow's MLIR constant folding skips results over 1 MiB that are much larger than their
+operands, and LCE then sees a non-constant filter), and drops the training-only points.
 
 The copy is always float32: a model built or trained under a mixed precision policy
 (`mixed_bfloat16`, `mixed_float16`) is rebuilt with every layer's dtype policy set to float32
@@ -17,12 +17,11 @@ same 1-bit model either way.
 
 from __future__ import annotations
 
-import numpy as np
 import tensorflow as tf
 
 from hbnn_larq.precision import policy_scope
 from hbnn_larq.thresholds import center_binary_thresholds
-from hbnn_larq.utils import binarized_layers, layers, own_weights, quantized_kernel
+from hbnn_larq.utils import QUANTIZED_KERNELS, binarized_layers, layers, own_weights, quantized_kernels
 
 BINARY_CONV_OP = "LceBconv2d"
 
@@ -30,26 +29,34 @@ BINARY_CONV_OP = "LceBconv2d"
 def bake_quantized_kernels(model: tf.keras.Model) -> tf.keras.Model:
     """A copy of `model` whose weight-quantized layers hold their quantized kernels as constants.
 
-    The copy computes the same function at inference, has no quantizer state (points, active
-    index), is float32 whatever policy `model` was built under, and converts to a model whose
-    binarized convs are all `LceBconv2d`.
+    Every quantized kernel (`kernel`, `depthwise_kernel`, `pointwise_kernel`; nested models
+    included) holds its quantized value (\\(\\pm 1\\) or \\(\\pm\\alpha\\)) and has no quantizer and no
+    constraint; input quantizers are kept. The copy computes the same function at inference, has
+    no kernel quantizer state (points, active index), is float32 whatever policy `model` was built
+    under, and converts to a model whose binarized convs are all `LceBconv2d`. LCE 0.16 has no
+    binary depthwise op: a baked `QuantDepthwiseConv2D` or `QuantSeparableConv2D` converts to a
+    float conv with \\(\\pm 1\\) weights.
+
+    # Arguments
+    model: a Functional or Sequential `tf.keras.Model`.
+
+    # Returns
+    A new `tf.keras.Model`.
     """
-    baked_names = set()
 
     def clone_layer(layer):
+        if isinstance(layer, tf.keras.Model):
+            return tf.keras.models.clone_model(layer, clone_function=clone_layer)
         config = float32_config(layer.get_config())
-        if getattr(layer, "kernel_quantizer", None) is not None:
-            config.update(kernel_quantizer=None, kernel_constraint=None)
-            baked_names.add(layer.name)
+        for slot in QUANTIZED_KERNELS:
+            if config.get(slot.quantizer) is not None:
+                config.update({slot.quantizer: None, slot.constraint: None})
         return layer.__class__.from_config(config)
 
     with policy_scope("float32"):
         clone = tf.keras.models.clone_model(model, clone_function=clone_layer)
     for source, target in zip(layers(model), layers(clone)):
-        if source.name in baked_names:
-            _copy_weights(source, target, kernel=quantized_kernel(source))
-        else:
-            target.set_weights(source.get_weights())
+        _copy_weights(source, target)
     return clone
 
 
@@ -77,10 +84,16 @@ def _policy_name(dtype):
     return dtype if isinstance(dtype, str) else None
 
 
-def _copy_weights(source, target, kernel: np.ndarray) -> None:
-    """Copy `source`'s own weights (not its quantizers') into `target`, with `kernel` replaced."""
-    values = [kernel if v.name == source.kernel.name else v.numpy() for v in own_weights(source)]
-    target.set_weights(values)
+def _copy_weights(source, target) -> None:
+    """Copy `source`'s weights into its baked copy `target`, each quantized kernel replaced by its
+    quantized value (and without the kernel quantizers' state)."""
+    kernels = quantized_kernels(source)
+    if not kernels:
+        target.set_weights(source.get_weights())
+        return
+    baked = {kernel.variable.name: kernel.quantized() for kernel in kernels}
+    weights = own_weights(source, [kernel.slot.quantizer for kernel in kernels])  # input quantizers stay
+    target.set_weights([baked.get(v.name, v.numpy()) for v in weights])
 
 
 def op_names(flatbuffer: bytes) -> list[str]:

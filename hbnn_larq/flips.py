@@ -1,6 +1,7 @@
 """`FlipRateMonitor`: how many binary weights change sign, per layer and epoch (paper Fig. 3).
 
-Works with any larq model: it watches every layer with a kernel quantizer.
+Works with any larq model: it watches every weight-quantized kernel (kernel, depthwise or
+pointwise: `hbnn_larq.utils.quantized_kernels`).
 """
 
 from __future__ import annotations
@@ -11,16 +12,18 @@ import numpy as np
 import tensorflow as tf
 
 from hbnn_larq._atomic import atomic_open
-from hbnn_larq.utils import layers, quantized_kernel
+from hbnn_larq.utils import quantized_kernels
 
 
-def _signs(layer) -> np.ndarray:
-    return np.signbit(quantized_kernel(layer))
+def _signs(kernel) -> np.ndarray:
+    return np.signbit(kernel.quantized())
 
 
 class FlipRateMonitor(tf.keras.callbacks.Callback):
-    """Records, per quantized layer, the fraction of binary weights whose sign changed during
-    each epoch (`flips/<layer>`) and since the start of training (`flips_total/<layer>`).
+    """Records, per quantized kernel, the fraction of binary weights whose sign changed during
+    each epoch (`flips/<name>`) and since the start of training (`flips_total/<name>`); the name
+    is the layer's for a `kernel`, `<layer>/depthwise_kernel` or `<layer>/pointwise_kernel`
+    otherwise (`hbnn_larq.utils.QuantizedKernel.name`).
 
     The values are added to the epoch `logs`, so `CSVLogger`, `TensorBoard` and `History` record
     them. `history` holds the same numbers as a dict of lists. Keras' progress bar would print
@@ -28,7 +31,7 @@ class FlipRateMonitor(tf.keras.callbacks.Callback):
     the means on that line.
 
     # Arguments
-    layers: the layers to watch; default: every layer of the model with a `kernel_quantizer`.
+    layers: the layers whose quantized kernels are watched; default: every layer of the model.
     log_mean: also log `flips/mean` and `flips_total/mean` (weighted by layer size).
     state_path: optional `.npz` file that keeps the signs at the start of training across an
         interrupted and resumed `fit` (e.g. with `BackupAndRestore`), so that `flips_total`
@@ -44,12 +47,11 @@ class FlipRateMonitor(tf.keras.callbacks.Callback):
         self.history: dict[str, list[float]] = {}
 
     def _watched(self):
-        if self._layers is not None:
-            return self._layers
-        return [layer for layer in layers(self.model) if getattr(layer, "kernel_quantizer", None) is not None]
+        watched = self._layers if self._layers is not None else [self.model]
+        return [kernel for layer in watched for kernel in quantized_kernels(layer)]
 
     def on_train_begin(self, logs=None):
-        self._previous = {layer.name: _signs(layer) for layer in self._watched()}
+        self._previous = {kernel.name: _signs(kernel) for kernel in self._watched()}
         saved = self._load_initial()
         self._initial = saved or dict(self._previous)
         if self.state_path is not None and saved is None:
@@ -81,14 +83,14 @@ class FlipRateMonitor(tf.keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         logs = logs if logs is not None else {}
         totals = {"flips": [0, 0], "flips_total": [0, 0]}
-        for layer in self._watched():
-            now = _signs(layer)
-            for key, reference in (("flips", self._previous[layer.name]), ("flips_total", self._initial[layer.name])):
+        for kernel in self._watched():
+            now = _signs(kernel)
+            for key, reference in (("flips", self._previous[kernel.name]), ("flips_total", self._initial[kernel.name])):
                 changed = int(np.count_nonzero(now != reference))
-                logs[f"{key}/{layer.name}"] = changed / now.size
+                logs[f"{key}/{kernel.name}"] = changed / now.size
                 totals[key][0] += changed
                 totals[key][1] += now.size
-            self._previous[layer.name] = now
+            self._previous[kernel.name] = now
         if self.log_mean and totals["flips"][1]:
             for key, (changed, size) in totals.items():
                 logs[f"{key}/mean"] = changed / size
@@ -98,7 +100,7 @@ class FlipRateMonitor(tf.keras.callbacks.Callback):
 
 
 def is_layer_rate(key: str) -> bool:
-    """Whether the log key `key` is one layer's flip rate (`flips/<layer>`, `flips_total/<layer>`)."""
+    """Whether the log key `key` is one kernel's flip rate (`flips/<name>`, `flips_total/<name>`)."""
     prefix, _, name = key.partition("/")
     return prefix in ("flips", "flips_total") and name not in ("", "mean")
 

@@ -40,6 +40,12 @@ bases that standardise each filter (IR-Net, ReCU) that is the original kernel up
 `magnitude_aware_sign` every output channel's \\(\\alpha_o\\) is multiplied by the same per-layer
 factor \\(c\\), so outputs are equal up to that factor (after a BatchNorm in training mode up to
 its \\(\\epsilon\\); not after one that uses its moving statistics).
+
+**Deployment.** `hbnn_larq.convert_keras_model` bakes every binary kernel, depthwise and pointwise
+ones included, to its \\(\\pm 1\\) (\\(\\pm\\alpha\\)) values (`bake_quantized_kernels`).
+Only a `QuantConv2D` with a binary kernel and input becomes an `LceBconv2d`: LCE 0.16 has no
+binary depthwise or dense op, so a `QuantDepthwiseConv2D`, a `QuantSeparableConv2D` and a
+`QuantDense` run as float ops on their \\(\\pm 1\\) weights, as in the original BNN.
 """
 
 from __future__ import annotations
@@ -52,15 +58,7 @@ import tensorflow as tf
 
 from hbnn_larq.precision import global_policy
 from hbnn_larq.quantizers import HyperbolicSign
-from hbnn_larq.utils import layers
-
-# (quantizer attribute, constraint attribute) of the weight-quantized kernels of larq's layers:
-# QuantConv*/QuantDense, QuantDepthwiseConv2D, QuantSeparableConv* (depthwise and pointwise).
-QUANTIZED_KERNELS = (
-    ("kernel_quantizer", "kernel_constraint"),
-    ("depthwise_quantizer", "depthwise_constraint"),
-    ("pointwise_quantizer", "pointwise_constraint"),
-)
+from hbnn_larq.utils import QUANTIZED_KERNELS, KernelSlot, layers, own_weights
 # larq's stateless sign functions, which carry no `precision` tag.
 SIGN_FUNCTIONS = (lq.quantizers.ste_sign, lq.quantizers.approx_sign, lq.quantizers.swish_sign)
 
@@ -77,9 +75,9 @@ def is_binary_quantizer(quantizer) -> bool:
     return getattr(quantizer, "precision", None) == 1
 
 
-def binary_kernels(layer) -> list[tuple[str, str]]:
-    """The `(quantizer attribute, constraint attribute)` pairs of `layer`'s binary kernels."""
-    return [(q, c) for q, c in QUANTIZED_KERNELS if is_binary_quantizer(getattr(layer, q, None))]
+def binary_kernels(layer) -> list[KernelSlot]:
+    """The slots (`hbnn_larq.utils.QUANTIZED_KERNELS`) of `layer`'s binary kernels."""
+    return [slot for slot in QUANTIZED_KERNELS if is_binary_quantizer(getattr(layer, slot.quantizer, None))]
 
 
 def copy_quantizer(quantizer):
@@ -132,15 +130,15 @@ def replace_kernel_quantizers(model: tf.keras.Model, make_quantizer, kernel_cons
             return _clone(layer, clone_layer)
         config = layer.get_config()
         slots = binary_kernels(layer) if make_quantizer is not None else []
-        for quantizer_name, constraint_name in slots:
+        for slot in slots:
             with global_policy(layer.dtype_policy):
-                config[quantizer_name] = make_quantizer(getattr(layer, quantizer_name))
-            config[constraint_name] = kernel_constraint
+                config[slot.quantizer] = make_quantizer(getattr(layer, slot.quantizer))
+            config[slot.constraint] = kernel_constraint
         if edit_config is not None:
             config = edit_config(layer, config)
         clone = layer.__class__.from_config(config)
         if slots:
-            replaced[id(clone)] = [name for name, _ in slots]
+            replaced[id(clone)] = [slot.quantizer for slot in slots]
         return clone
 
     clone = _clone(model, clone_layer)
@@ -187,8 +185,8 @@ def hyperbolize(model: tf.keras.Model, *, keep_scale: bool = False, **hyperbolic
     if keep_scale and hyperbolic_sign_kwargs.get("base") is not None:
         raise ValueError("Pass either `keep_scale=True` (the base is each layer's own binarizer) or `base`, not both.")
     if isinstance(model, tf.keras.Model):
-        hyperbolic = [layer.name for layer in layers(model)
-                      if any(isinstance(getattr(layer, q), HyperbolicSign) for q, _ in binary_kernels(layer))]
+        hyperbolic = [layer.name for layer in layers(model) if any(
+            isinstance(getattr(layer, slot.quantizer), HyperbolicSign) for slot in binary_kernels(layer))]
         if hyperbolic:
             raise ValueError(f"`model` is already hyperbolic: {', '.join(hyperbolic)} have HyperbolicSign kernels.")
     seed = hyperbolic_sign_kwargs.get("seed")
@@ -235,18 +233,9 @@ def _clone(model, clone_layer):
         raise
 
 
-def _quantizer_weights(layer, quantizer_names) -> list:
-    return [w for name in quantizer_names
-            if isinstance(getattr(layer, name, None), tf.keras.layers.Layer)
-            for w in getattr(layer, name).weights]
-
-
 def _copy_own_weights(source, target, quantizer_names) -> None:
     """Copy `source`'s own weights into `target` (whose quantizers of `quantizer_names` are new)."""
-    old = {id(w) for w in _quantizer_weights(source, quantizer_names)}
-    new = {id(w) for w in _quantizer_weights(target, quantizer_names)}
-    sources = [w for w in source.weights if id(w) not in old]
-    targets = [w for w in target.weights if id(w) not in new]
+    sources, targets = own_weights(source, quantizer_names), own_weights(target, quantizer_names)
     if [tuple(w.shape) for w in sources] != [tuple(w.shape) for w in targets]:
         raise ValueError(f"Cannot copy the weights of layer {source.name!r}: its clone has other weights.")
     tf.keras.backend.batch_set_value(zip(targets, tf.keras.backend.batch_get_value(sources)))
@@ -255,8 +244,8 @@ def _copy_own_weights(source, target, quantizer_names) -> None:
 def _copy_base_state(model, clone) -> None:
     """Copy each original binarizer's variables (e.g. ReCU's α) into its copy, the new base."""
     for source, target in zip(layers(model), layers(clone)):
-        for quantizer_name, _ in binary_kernels(source):
-            original, new = getattr(source, quantizer_name), getattr(target, quantizer_name)
+        for slot in binary_kernels(source):
+            original, new = getattr(source, slot.quantizer), getattr(target, slot.quantizer)
             base = getattr(new, "base", None)
             if isinstance(original, tf.keras.layers.Layer) and isinstance(base, tf.keras.layers.Layer):
                 tf.keras.backend.batch_set_value(zip(base.weights, tf.keras.backend.batch_get_value(original.weights)))

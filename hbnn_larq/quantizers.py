@@ -16,7 +16,7 @@ import tensorflow as tf
 from hbnn_larq.geometry import PoincareBall
 from hbnn_larq.manifold_parameters import PoincareBallConstraint, checked_point_lr_multiplier, default_point_lr_multiplier
 from hbnn_larq.precision import FullPrecisionQuantizer
-from hbnn_larq.utils import check_choice, layers
+from hbnn_larq.utils import QuantizedKernel, check_choice, quantized_kernels
 
 GROUPINGS = ("layer", "channel")
 SELECTIONS = ("loss", "geometric", "nearest", "flips", "random", "never")
@@ -285,10 +285,17 @@ class HyperbolicSign(FullPrecisionQuantizer):
         }
 
 
-def hyperbolic_quantizers(model: tf.keras.Model):
-    """`(layer, quantizer)` for every layer of `model` whose kernel quantizer is a `HyperbolicSign`."""
-    return [
-        (layer, layer.kernel_quantizer)
-        for layer in layers(model)
-        if isinstance(getattr(layer, "kernel_quantizer", None), HyperbolicSign)
-    ]
+def hyperbolic_kernels(model: tf.keras.Model) -> list[QuantizedKernel]:
+    """Every weight-quantized kernel of `model` (nested models included) whose quantizer is a
+    `HyperbolicSign`, in any slot: kernel, depthwise or pointwise (`hbnn_larq.utils.quantized_kernels`).
+
+    # Returns
+    A list of `hbnn_larq.utils.QuantizedKernel`, in layer order.
+    """
+    return [kernel for kernel in quantized_kernels(model) if isinstance(kernel.quantizer, HyperbolicSign)]
+
+
+def hyperbolic_quantizers(model: tf.keras.Model) -> list:
+    """`(layer, quantizer)` for every `HyperbolicSign` of `model` (`hyperbolic_kernels`): a
+    `QuantSeparableConv2D` with two of them appears twice."""
+    return [(kernel.layer, kernel.quantizer) for kernel in hyperbolic_kernels(model)]

@@ -1,7 +1,8 @@
 """`QuantizerSchedule`: drive the per-epoch schedules of quantizers (IR-Net's EDE, ReCU's τ).
 
-Any quantizer with a method `set_progress(fraction)` takes part: every layer's
-`kernel_quantizer` and `input_quantizer`, and, recursively, the `base` of a quantizer that
+Any quantizer with a method `set_progress(fraction)` takes part: every layer's kernel,
+depthwise, pointwise and input quantizer (`hbnn_larq.utils.QUANTIZER_ATTRIBUTES`), and,
+recursively, the `base` of a quantizer that
 wraps another one (`HyperbolicSign(base="ir_net")`). Training code can always add the callback:
 it does nothing when no quantizer has a schedule.
 
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from hbnn_larq.utils import layers
+from hbnn_larq.utils import QUANTIZER_ATTRIBUTES, layers
 
 
 def scheduled_quantizers(model: tf.keras.Model) -> list:
@@ -30,7 +31,7 @@ def scheduled_quantizers(model: tf.keras.Model) -> list:
             quantizer = getattr(quantizer, "base", None)
 
     for layer in layers(model):
-        for attribute in ("kernel_quantizer", "input_quantizer"):
+        for attribute in QUANTIZER_ATTRIBUTES:
             visit(getattr(layer, attribute, None))
     return found
 

@@ -22,8 +22,11 @@ Every criterion scores chart \\(j\\) by the current \\(\\tilde w\\) mapped throu
 switch adopts with `on_switch="keep"`. With the default `on_switch="reexpress"` the switch
 rewrites \\(\\tilde w\\) so that the binary kernel does not change; the choice then only decides which
 point the following steps train through (the benchmarks compare both: `docs/results.md`, "EPC's chart switches"), and the
-layer's optimizer slots (momentum) are reset, since they hold a
+latent kernel's optimizer slots (momentum) are reset, since they hold a
 direction in the old chart's coordinates (`hbnn_larq.optimizers.reset_slots`).
+
+Every `HyperbolicSign` is selected on its own: a `QuantDepthwiseConv2D`'s depthwise kernel and a
+`QuantSeparableConv2D`'s depthwise and pointwise kernels as well as `kernel`s.
 
 Selection runs at the start of every `every`-th epoch (including the first). During the first
 `warmup_epochs` epochs the active chart is drawn uniformly at random for every batch, so that
@@ -40,12 +43,12 @@ import tensorflow as tf
 
 from hbnn_larq._atomic import write_json
 from hbnn_larq.optimizers import reset_slots
-from hbnn_larq.quantizers import hyperbolic_quantizers
-from hbnn_larq.utils import quantized_kernel
+from hbnn_larq.quantizers import hyperbolic_kernels
 
 
 class ChartSelection(tf.keras.callbacks.Callback):
-    """Keras callback that selects the active chart of every EPC layer (`cluster_size > 1`).
+    """Keras callback that selects the active chart of every EPC kernel (`cluster_size > 1`),
+    kernel, depthwise or pointwise (`hbnn_larq.quantizers.hyperbolic_kernels`).
 
     # Arguments
     probe_data: `(x, y)` (arrays or tensors) or a `tf.data.Dataset` of such batches, used by
@@ -59,8 +62,10 @@ class ChartSelection(tf.keras.callbacks.Callback):
     verbose: print switches.
 
     # Attributes
-    history: one dict per selection round: epoch, and per layer the chosen index, whether it
-        switched, the candidate scores and the fraction of binary weights the switch flipped.
+    history: one dict per selection round: epoch, and per kernel (keyed by
+        `QuantizedKernel.name`: the layer's name for a `kernel`, `<layer>/depthwise_kernel` or
+        `<layer>/pointwise_kernel` otherwise) the chosen index, whether it switched, the candidate
+        scores and the fraction of binary weights the switch flipped.
     """
 
     def __init__(self, probe_data=None, probe_batches: int = 1, every: int = 1, warmup_epochs: int = 0,
@@ -89,11 +94,12 @@ class ChartSelection(tf.keras.callbacks.Callback):
         x, y = data
         return tf.convert_to_tensor(x), tf.convert_to_tensor(y)
 
-    def _epc_layers(self):
-        return [(layer, q) for layer, q in hyperbolic_quantizers(self.model) if q.cluster_size > 1 and q.selection != "never"]
+    def _epc_kernels(self):
+        return [k for k in hyperbolic_kernels(self.model)
+                if k.quantizer.cluster_size > 1 and k.quantizer.selection != "never"]
 
     def on_train_begin(self, logs=None):
-        if any(q.selection == "loss" for _, q in self._epc_layers()) and self.probe is None:
+        if any(k.quantizer.selection == "loss" for k in self._epc_kernels()) and self.probe is None:
             raise ValueError("selection='loss' needs `probe_data` in ChartSelection(probe_data=(x, y)).")
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -106,30 +112,31 @@ class ChartSelection(tf.keras.callbacks.Callback):
             # Drawn from (seed, epoch, batch), not a running generator: a resumed fit
             # (BackupAndRestore) then draws the same charts as an uninterrupted one.
             rng = np.random.default_rng([self.seed, self._epoch, batch])
-            for _, q in self._epc_layers():
-                q.active_index.assign(int(rng.integers(q.cluster_size)))
+            for k in self._epc_kernels():
+                k.quantizer.active_index.assign(int(rng.integers(k.quantizer.cluster_size)))
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
-            for layer, q in self._epc_layers():
-                logs[f"chart/{layer.name}"] = float(q.active_index.numpy())
+            for k in self._epc_kernels():
+                logs[f"chart/{k.name}"] = float(k.quantizer.active_index.numpy())
 
     # -- the selection round ---------------------------------------------------------------
     def select(self, epoch: int = -1) -> dict:
         record = {"epoch": int(epoch), "layers": {}}
-        for position, (layer, q) in enumerate(self._epc_layers()):
-            before = quantized_kernel(layer)
-            scores = self._scores(layer, q, epoch, position)
+        for position, kernel in enumerate(self._epc_kernels()):
+            q = kernel.quantizer
+            before = kernel.quantized()
+            scores = self._scores(kernel, epoch, position)
             choice = int(np.argmin(scores))
             switched = choice != int(q.active_index.numpy())
-            q.set_active(choice, layer.kernel)
+            q.set_active(choice, kernel.variable)
             if switched and q.on_switch == "reexpress":
-                self._reset_optimizer_state(layer.kernel)
-            flipped = float(np.mean(np.sign(quantized_kernel(layer)) != np.sign(before))) if switched else 0.0
-            record["layers"][layer.name] = {"index": choice, "switched": switched, "scores": [float(s) for s in scores],
-                                            "flipped": flipped}
+                self._reset_optimizer_state(kernel.variable)
+            flipped = float(np.mean(np.sign(kernel.quantized()) != np.sign(before))) if switched else 0.0
+            record["layers"][kernel.name] = {"index": choice, "switched": switched,
+                                             "scores": [float(s) for s in scores], "flipped": flipped}
             if self.verbose and switched:
-                print(f"ChartSelection: {layer.name} -> chart {choice} (flipped {flipped:.1%} of signs)")
+                print(f"ChartSelection: {kernel.name} -> chart {choice} (flipped {flipped:.1%} of signs)")
         if epoch >= 0:  # a resumed run selects again at the epoch it restarts: replace that round
             self.history = [r for r in self.history if r["epoch"] < epoch]
         self.history.append(record)
@@ -143,14 +150,15 @@ class ChartSelection(tf.keras.callbacks.Callback):
         if optimizer is not None:
             reset_slots(optimizer, latent)
 
-    def _scores(self, layer, quantizer, epoch: int, position: int) -> np.ndarray:
+    def _scores(self, kernel, epoch: int, position: int) -> np.ndarray:
         """Lower is better: the probe loss, random draws, or the quantizer's geometric score."""
+        quantizer = kernel.quantizer
         if quantizer.selection == "loss":
             return self._loss_scores(quantizer)
         if quantizer.selection == "random":
             # From (seed, epoch, layer) like the warm-up charts: a resumed run draws the same.
             return np.random.default_rng([self.seed, max(epoch, 0), position]).random(quantizer.cluster_size)
-        return quantizer.chart_scores(layer.kernel)
+        return quantizer.chart_scores(kernel.variable)
 
     def _loss_scores(self, quantizer) -> np.ndarray:
         saved = self._batchnorm_state()

@@ -36,6 +36,35 @@ def one_conv_model(kernel_quantizer, channels=8):
                       bn_momentum=0.99)
 
 
+def separable_toy_model():
+    """Every larq kernel slot, binarized by `ste_sign` (+ `weight_clip`): a conv (`kernel`), a
+    depthwise conv (`depthwise_kernel`) and a separable conv (`depthwise_kernel` and
+    `pointwise_kernel`), on 16×16×3 inputs, then a pooled float classifier (10 logits)."""
+    def binary(*slots):
+        options = {"input_quantizer": "ste_sign"}
+        for slot in slots:
+            options.update({f"{slot}_quantizer": "ste_sign", f"{slot}_constraint": "weight_clip"})
+        return options
+
+    inputs = tf.keras.Input((16, 16, 3))
+    x = lq.layers.QuantConv2D(8, 3, name="conv", **binary("kernel"))(inputs)
+    x = lq.layers.QuantDepthwiseConv2D(3, name="depthwise", **binary("depthwise"))(x)
+    x = lq.layers.QuantSeparableConv2D(8, 3, name="separable", **binary("depthwise", "pointwise"))(x)
+    x = tf.keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    return tf.keras.Model(inputs, tf.keras.layers.Dense(10, name="dense")(x), name="separable_toy")
+
+
+SEPARABLE_TOY_KERNELS = ["conv", "depthwise/depthwise_kernel", "separable/depthwise_kernel", "separable/pointwise_kernel"]
+
+
+def move_points(model, seed=0, scale=0.05):
+    """Every `HyperbolicSign` point of `model` (any kernel slot) to a random point of the ball."""
+    rng = np.random.default_rng(seed)
+    for _, q in hbnn_larq.hyperbolic_quantizers(model):
+        for p in q.points:
+            p.assign(q.manifold.projx(tf.constant(rng.normal(size=p.shape) * scale, tf.float32)))
+
+
 def randomize_batch_norm(model, rng):
     """Random γ, β, moving mean and variance for every BN of `model` (`rng`: a seed or Generator)."""
     rng = np.random.default_rng(rng)

@@ -7,8 +7,10 @@ from larq_compute_engine import testing as lce_testing  # LCE's public test inte
 import hbnn_larq
 from hbnn_larq import HyperbolicSign
 from hbnn_larq.export import BINARY_CONV_OP, bake_quantized_kernels
-from hbnn_larq.utils import binarized_layers
-from tests.helpers import binary_conv
+from hbnn_larq.manifold_parameters import manifold_constraint
+from hbnn_larq.quantizers import hyperbolic_kernels
+from hbnn_larq.utils import QUANTIZED_KERNELS, binarized_layers, layers
+from tests.helpers import assert_lce_matches, binary_conv, move_points, separable_toy_model
 
 
 def randomize_batchnorm(model, seed=0):
@@ -30,13 +32,6 @@ def conv_stack(c_in, c_out, quantizer_factory, side=6):
     x = binary_conv(c_out, quantizer_factory())(x)
     x = tf.keras.layers.BatchNormalization()(x)
     return tf.keras.Model(inputs, x)
-
-
-def move_points(model, seed=0):
-    rng = np.random.default_rng(seed)
-    for _, q in hbnn_larq.hyperbolic_quantizers(model):
-        for p in q.points:
-            p.assign(q.manifold.projx(tf.constant(rng.normal(size=p.shape) * 0.05, tf.float32)))
 
 
 @pytest.mark.parametrize("c_in, c_out", [(64, 64), (128, 256), (512, 512)])
@@ -76,6 +71,28 @@ def test_baked_model_has_no_points_and_the_same_function():
     np.testing.assert_array_equal(baked(x, training=False).numpy(), model(x, training=False).numpy())
     for layer in binarized_layers(baked):
         assert set(np.unique(layer.kernel.numpy())) <= {-1.0, 1.0}
+
+
+def test_depthwise_and_pointwise_kernels_are_baked_too():
+    """Every kernel slot is baked: no quantizer, no constraint, ±1 values. LCE has no binary
+    depthwise op: the depthwise and separable convs convert to float convs on ±1 weights."""
+    model = separable_toy_model()
+    hbnn = hbnn_larq.hyperbolize(model)
+    move_points(hbnn, scale=0.5)  # off the origin: the binary kernels are no longer sign(w~)
+    x = np.random.default_rng(0).normal(size=(4, 16, 16, 3)).astype("float32")
+    assert not np.array_equal(hbnn(x, training=False).numpy(), model(x, training=False).numpy())
+    for source in (model, hbnn):
+        baked = bake_quantized_kernels(source)
+        for layer in layers(baked):
+            for slot in QUANTIZED_KERNELS:
+                assert getattr(layer, slot.quantizer, None) is None and getattr(layer, slot.constraint, None) is None
+        assert not any(manifold_constraint(v) is not None for v in baked.weights)  # no HBNN point left
+        np.testing.assert_array_equal(baked(x, training=False).numpy(), source(x, training=False).numpy())
+    for kernel in hyperbolic_kernels(hbnn):
+        value = getattr(baked.get_layer(kernel.layer.name), kernel.slot.kernel).numpy()
+        assert set(np.unique(value)) == {-1.0, 1.0}, kernel.name
+        np.testing.assert_array_equal(value, kernel.quantized())
+    assert_lce_matches(hbnn, x, binary_convs=1)  # only the QuantConv2D is an LceBconv2d
 
 
 def test_ste_baseline_converts_too():

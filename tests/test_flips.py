@@ -2,7 +2,7 @@ import numpy as np
 
 import hbnn_larq
 from hbnn_larq.utils import quantized_kernel
-from tests.helpers import compile_hbnn, random_data, tiny_model
+from tests.helpers import SEPARABLE_TOY_KERNELS, compile_hbnn, random_data, separable_toy_model, tiny_model
 
 
 class Snapshots(hbnn_larq.FlipRateMonitor.__base__):
@@ -64,3 +64,15 @@ def test_flips_total_counts_from_the_start_across_an_interrupted_fit(tmp_path):
         assert history.history[f"flips_total/{layer.name}"][0] == np.mean(snaps.kernels[-1][i] != first[i])
     assert history.history["flips_total/mean"][0] > history.history["flips/mean"][0]  # not counted from the resume
     assert not state.exists()
+
+
+def test_depthwise_and_pointwise_kernels_are_watched():
+    model = separable_toy_model()
+    monitor = hbnn_larq.FlipRateMonitor()
+    monitor.set_model(model)
+    monitor.on_train_begin()
+    model.get_layer("separable").pointwise_kernel.assign(-model.get_layer("separable").pointwise_kernel)
+    logs = {}
+    monitor.on_epoch_end(0, logs)
+    assert {key: value for key, value in logs.items() if key.startswith("flips/") and key != "flips/mean"} == {
+        f"flips/{name}": 1.0 if name == "separable/pointwise_kernel" else 0.0 for name in SEPARABLE_TOY_KERNELS}

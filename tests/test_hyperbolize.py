@@ -12,8 +12,10 @@ from hbnn_larq import HyperbolicSign, hyperbolize
 from hbnn_larq.manifold_parameters import manifold_constraint
 from hbnn_larq.precision import policy_scope
 from hbnn_larq.recu import ReCUSign
-from hbnn_larq.utils import binarized_layers, layers, quantized_kernel
-from tests.helpers import assert_lce_matches
+from hbnn_larq.export import bake_quantized_kernels
+from hbnn_larq.quantizers import hyperbolic_kernels
+from hbnn_larq.utils import QUANTIZED_KERNELS, binarized_layers, layers, own_weights, quantized_kernel
+from tests.helpers import SEPARABLE_TOY_KERNELS, assert_lce_matches, separable_toy_model
 
 
 # -- models and helpers --------------------------------------------------------------------------
@@ -91,7 +93,7 @@ def test_toy_model_same_architecture_weights_and_predictions():
         assert len(weights) == len(source.weights)
         for a, b in zip(source.weights, weights):
             np.testing.assert_array_equal(a.numpy(), b.numpy())
-    assert len(hbnn_larq.hyperbolic_quantizers(hbnn)) == 2  # + the depthwise one (not a `kernel_quantizer`)
+    assert len(hbnn_larq.hyperbolic_quantizers(hbnn)) == 3  # block_conv, dense and the depthwise one
     assert not any(isinstance(getattr(layer, "kernel_quantizer", None), HyperbolicSign) for layer in layers(model))
     x = np.random.default_rng(0).normal(size=(8, 8, 8, 16)).astype("float32")
     np.testing.assert_array_equal(hbnn(x, training=False).numpy(), model(x, training=False).numpy())
@@ -135,6 +137,52 @@ def test_one_training_step_with_riemannian_optimizer_moves_the_points():
     moved = [np.linalg.norm(p) for p in point_values(hbnn)]
     assert len(moved) == 3 and all(norm > 0 for norm in moved), moved
     assert not np.array_equal(hbnn.get_layer("dense").kernel.numpy(), latent)
+
+
+def test_nested_toy_model_bakes_every_binary_kernel_nested_ones_included():
+    hbnn = hyperbolize(randomize(nested_toy_model()))
+    baked = bake_quantized_kernels(hbnn)
+    for layer in layers(baked):
+        assert all(getattr(layer, slot.quantizer, None) is None for slot in QUANTIZED_KERNELS), layer.name
+    assert not any(manifold_constraint(v) is not None for v in baked.variables)  # no point left
+    block_conv = baked.get_layer("block").get_layer("block_conv")
+    np.testing.assert_array_equal(block_conv.kernel.numpy(),
+                                  quantized_kernel(hbnn.get_layer("block").get_layer("block_conv")))
+    x = np.random.default_rng(0).normal(size=(4, 8, 8, 16)).astype("float32")
+    np.testing.assert_array_equal(baked(x, training=False).numpy(), hbnn(x, training=False).numpy())
+
+
+# -- every kernel slot: conv, depthwise conv, separable conv ---------------------------------------
+def test_every_kernel_slot_becomes_a_hyperbolic_sign_and_keeps_its_own_weights():
+    model = separable_toy_model()
+    hbnn = hyperbolize(model, seed=1)
+    assert [k.name for k in hyperbolic_kernels(hbnn)] == SEPARABLE_TOY_KERNELS
+    assert [(layer.name, type(q)) for layer, q in hbnn_larq.hyperbolic_quantizers(hbnn)] == [
+        ("conv", HyperbolicSign), ("depthwise", HyperbolicSign), ("separable", HyperbolicSign),
+        ("separable", HyperbolicSign)]
+    for name in ("depthwise", "separable"):
+        source, target = model.get_layer(name), hbnn.get_layer(name)
+        assert len(target.weights) > len(own_weights(target))  # the points are the layer's weights ...
+        assert [v.name for v in own_weights(target)] == [v.name for v in own_weights(source)]  # ... not its own
+        for a, b in zip(own_weights(source), own_weights(target)):
+            np.testing.assert_array_equal(a.numpy(), b.numpy())
+    x = images(16, n=4)
+    np.testing.assert_array_equal(hbnn(x, training=False).numpy(), model(x, training=False).numpy())
+
+
+def test_depthwise_and_pointwise_points_get_a_riemannian_step_and_stay_in_the_ball():
+    hbnn = hyperbolize(separable_toy_model(), r=1.0)
+    optimizer = hbnn_larq.RiemannianOptimizer(tf.keras.optimizers.SGD(10.0), point_lr_multiplier=1e4)
+    loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    with tf.GradientTape() as tape:
+        loss = loss_fn(np.arange(8) % 10, hbnn(images(16, n=8), training=True))
+    optimizer.apply_gradients(zip(tape.gradient(loss, hbnn.trainable_weights), hbnn.trainable_weights))
+    kernels = hyperbolic_kernels(hbnn)
+    assert len(kernels) == 4
+    for kernel in kernels:
+        point = kernel.quantizer.points[0].numpy()
+        assert np.linalg.norm(point) > 0.5, kernel.name  # a large step: it reached the edge of the ball ...
+        assert np.linalg.norm(point) < 1.0, kernel.name  # ... and was kept inside (radius 1 / sqrt(r) = 1)
 
 
 def test_serialization_round_trip(tmp_path):

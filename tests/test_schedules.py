@@ -10,6 +10,7 @@ import tensorflow as tf
 import hbnn_larq
 from hbnn_larq.schedules import QuantizerSchedule, scheduled_quantizers
 from hbnn_larq.training import recipes
+from tests.helpers import separable_toy_model
 
 
 def ir_net_t(f, t_min=0.1, t_max=10.0):  # IR-Net Log_UP
@@ -110,3 +111,8 @@ def test_harmless_without_scheduled_quantizers():
     model.compile(hbnn_larq.RiemannianOptimizer(tf.keras.optimizers.SGD(0.01)), "mse")
     x = np.random.default_rng(0).normal(size=(4, 5, 5, 8)).astype(np.float32)
     model.fit(x, np.zeros((4, 2), np.float32), epochs=2, verbose=0, callbacks=[hbnn_larq.QuantizerSchedule(2)])
+
+
+def test_depthwise_and_pointwise_quantizers_are_scheduled_too():
+    model = hbnn_larq.hyperbolize(separable_toy_model(), base="ir_net")
+    assert [type(q).__name__ for q in scheduled_quantizers(model)] == ["IRNetSign"] * 4

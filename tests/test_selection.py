@@ -6,7 +6,8 @@ import tensorflow as tf
 
 import hbnn_larq
 from hbnn_larq import ChartSelection, HyperbolicSign
-from tests.helpers import compile_hbnn, random_data, tiny_model
+from hbnn_larq.quantizers import hyperbolic_kernels
+from tests.helpers import SEPARABLE_TOY_KERNELS, compile_hbnn, random_data, separable_toy_model, tiny_model
 
 
 def epc_model(selection="loss", t=3, **kwargs):
@@ -149,6 +150,28 @@ def test_warmup_charts_are_the_same_after_a_resume():
     other_seed = _warmup_charts(ChartSelection(warmup_epochs=3, seed=6), model, epochs=[2])
     assert resumed == {key: uninterrupted[key] for key in resumed}
     assert other_seed != resumed and len(set(uninterrupted.values())) > 1
+
+
+def test_depthwise_and_pointwise_charts_are_selected_and_their_flips_measured_on_their_own_kernel():
+    model = hbnn_larq.hyperbolize(separable_toy_model(), cluster_size=2, selection="flips", on_switch="keep",
+                                  cluster_radius=0.5, seed=3)
+    kernels = hyperbolic_kernels(model)
+    latents = {k.name: k.variable.numpy() for k in kernels}
+    signs_before = {k.name: np.where(latents[k.name] >= 0, 1.0, -1.0) for k in kernels}  # chart 0 is the origin
+    callback = ChartSelection()
+    callback.set_model(model)
+    record = callback.select(0)
+    assert list(record["layers"]) == SEPARABLE_TOY_KERNELS
+    for k in kernels:  # "flips": any chart that flips a sign beats the current one, which flips none
+        info = record["layers"][k.name]
+        assert info["switched"] and info["index"] == int(k.quantizer.active_index.numpy()) == 1, k.name
+        np.testing.assert_array_equal(k.variable.numpy(), latents[k.name])  # "keep": the latent kernel stays
+        mapped = k.quantizer.project(tf.constant(latents[k.name]), k.quantizer.points[1]).numpy()
+        flipped = np.mean(np.where(mapped >= 0, 1.0, -1.0) != signs_before[k.name])
+        assert info["flipped"] == pytest.approx(flipped) and flipped > 0, k.name
+    logs = {}
+    callback.on_epoch_end(0, logs)
+    assert logs == {f"chart/{name}": 1.0 for name in SEPARABLE_TOY_KERNELS}
 
 
 def test_loss_criterion_needs_probe_data():

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from hbnn_larq import hyperbolize
 from hbnn_larq.export import op_names
 from hbnn_larq.quantizers import hyperbolic_quantizers
 from hbnn_larq.training import ConfigError, TrainConfig, callbacks, optimizer, recipes, run
@@ -25,6 +26,7 @@ from hbnn_larq.utils import binarized_layers
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 from test_data import write_image_folder  # noqa: E402
+from tests.helpers import separable_toy_model  # noqa: E402
 import train as cli  # noqa: E402
 
 TRAIN = str(REPO / "train.py")
@@ -63,6 +65,14 @@ def test_weight_decay_on_kernels_only_and_latent_multiplier():
     for v in model.trainable_variables:
         expected = before[v.name] * (1 - 0.5 * 0.1 * {"binary/kernel:0": 3.0, "fp/kernel:0": 1.0}.get(v.name, 0.0))
         np.testing.assert_allclose(v.numpy(), expected, rtol=1e-6, err_msg=v.name)
+
+
+def test_depthwise_and_pointwise_latent_kernels_get_the_latent_multiplier_and_weight_decay():
+    model = hyperbolize(separable_toy_model())
+    latent = optimizer.latent_kernel_names(model)
+    assert latent == ["conv/kernel:0", "depthwise/depthwise_kernel:0", "separable/depthwise_kernel:0",
+                      "separable/pointwise_kernel:0"]
+    assert sorted(optimizer.decayed_variable_names(model)) == sorted([*latent, "dense/kernel:0"])
 
 
 @pytest.mark.parametrize("quantizer", recipes.recipe_names())

@@ -10,8 +10,10 @@ import tensorflow as tf
 
 import hbnn_larq
 from hbnn_larq import zoo
+from hbnn_larq.quantizers import hyperbolic_kernels
 from hbnn_larq.utils import binarized_layers, own_weights, quantized_kernel
 from hbnn_larq.zoo import pretrained
+from tests.helpers import SEPARABLE_TOY_KERNELS, move_points, separable_toy_model
 
 TINY = {"width": 0.25, "input_shape": (16, 16, 3), "num_classes": 4, "classifier_activation": None}
 
@@ -99,6 +101,29 @@ def test_per_channel_scale_is_stored(tmp_path):
     # The quantizer recomputes alpha as a float32 mean: equal to the stored one up to rounding.
     np.testing.assert_allclose(restored(inputs(), training=False), model(inputs(), training=False), rtol=1e-5,
                                atol=1e-5)
+
+
+def test_depthwise_and_pointwise_kernels_are_stored_as_bits_and_restored(tmp_path):
+    model = hbnn_larq.hyperbolize(separable_toy_model())
+    move_points(model, scale=0.5)  # the binary kernels are sign(exp_F(w~)), not sign(w~)
+    path = zoo.save_pretrained(model, tmp_path / "toy")
+    kernels = hyperbolic_kernels(model)
+    keys = {k.name: f"{k.layer.name}/{k.slot.kernel}" for k in kernels}
+    assert list(keys) == SEPARABLE_TOY_KERNELS
+    with np.load(path) as archive:
+        for k in kernels:
+            assert keys[k.name] not in archive.files  # no float latent kernel
+            assert archive[keys[k.name] + ":bits"].nbytes == math.ceil(int(np.prod(k.variable.shape)) / 8)
+    assert set(pretrained.read_metadata(path)["binary_kernels"]) == set(keys.values())
+    fresh = hbnn_larq.hyperbolize(separable_toy_model())  # other latent kernels ...
+    move_points(fresh, seed=1, scale=0.5)  # ... and points, which loading resets to the origin
+    x = inputs()
+    assert not np.array_equal(fresh(x, training=False), model(x, training=False))
+    zoo.load_pretrained(fresh, path)
+    np.testing.assert_array_equal(fresh(x, training=False), model(x, training=False))
+    for source, target in zip(kernels, hyperbolic_kernels(fresh)):
+        np.testing.assert_array_equal(target.quantized(), source.quantized())
+        assert not np.any(target.quantizer.points[0].numpy()) and int(target.quantizer.active_index.numpy()) == 0
 
 
 def test_non_binary_kernel_cannot_be_saved(tmp_path):

@@ -34,7 +34,7 @@ import tensorflow as tf
 from hbnn_larq.manifold_parameters import manifold_constraint
 from hbnn_larq.optimizers import RiemannianOptimizer
 from hbnn_larq.training import recipes
-from hbnn_larq.utils import layers
+from hbnn_larq.utils import quantized_kernels
 
 
 def default_epochs(style: str) -> int:
@@ -131,8 +131,9 @@ class KernelSGD(tf.keras.optimizers.SGD):
 
 
 def latent_kernel_names(model: tf.keras.Model) -> list[str]:
-    """Names of the latent kernels of the weight-quantized (binary) layers of `model`."""
-    return [layer.kernel.name for layer in layers(model) if getattr(layer, "kernel_quantizer", None) is not None]
+    """Names of the latent weight-quantized (binary) kernels of `model`: kernel, depthwise and
+    pointwise ones (`hbnn_larq.utils.quantized_kernels`), the variables `KernelSGD` scales."""
+    return [kernel.variable.name for kernel in quantized_kernels(model)]
 
 
 def decayed_variable_names(model: tf.keras.Model) -> list[str]:

@@ -6,11 +6,11 @@ only what inference needs: the binary kernels (±α), the float layers and the b
 statistics, never the latent kernels, HBNN's points or the optimizer state (which stay out of the
 repository). So a warm start re-creates a latent state:
 
-- each binarized layer's latent kernel becomes its stored binary kernel scaled to the
-  root-mean-square of the layer's fresh initialisation, \\(\\tilde w = \\operatorname{rms}(\\tilde
-  w_0)\\,\\operatorname{sign}(w_b)\\): the binary kernel is the stored one, and the latent
-  magnitudes are those the recipe's learning rate and weight decay were tuned for (the stored
-  ±1 would sit at `weight_clip`'s edge and saturate HBNN's map);
+- each weight-quantized latent kernel (kernel, depthwise or pointwise: all are stored as bits)
+  becomes its stored binary kernel scaled to the root-mean-square of its fresh initialisation,
+  \\(\\tilde w = \\operatorname{rms}(\\tilde w_0)\\,\\operatorname{sign}(w_b)\\): the binary kernel is the
+  stored one, and the latent magnitudes are those the recipe's learning rate and weight decay
+  were tuned for (the stored ±1 would sit at `weight_clip`'s edge and saturate HBNN's map);
 - HBNN points restart at the origin (where \\(\\exp_0\\) keeps every sign), the optimizer's
   momentum at zero.
 
@@ -26,7 +26,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from hbnn_larq.utils import binarized_layers
+from hbnn_larq.utils import quantized_kernels
 from hbnn_larq.zoo import pretrained
 
 
@@ -46,14 +46,15 @@ def weights_path(init_weights: str, model_name: str):
 
 
 def warm_start(model: tf.keras.Model, path) -> dict:
-    """Load the weights file `path` into `model` and rescale its binarized layers' latent kernels
+    """Load the weights file `path` into `model` and rescale its weight-quantized latent kernels
     to their initial root-mean-square (see the module docstring).
 
     # Returns
-    `{layer name: the latent scale used}`.
+    `{kernel name (hbnn_larq.utils.QuantizedKernel.name): the latent scale used}`.
     """
-    scales = {layer.name: float(np.sqrt(np.mean(np.square(layer.kernel.numpy())))) for layer in binarized_layers(model)}
+    kernels = quantized_kernels(model)
+    scales = {kernel.name: float(np.sqrt(np.mean(np.square(kernel.variable.numpy())))) for kernel in kernels}
     pretrained.load_pretrained(model, path)
-    for layer in binarized_layers(model):
-        layer.kernel.assign(layer.kernel * scales[layer.name])
+    for kernel in kernels:
+        kernel.variable.assign(kernel.variable * scales[kernel.name])
     return scales

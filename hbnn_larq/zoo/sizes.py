@@ -21,7 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from hbnn_larq.export import convert_keras_model, op_names
-from hbnn_larq.utils import binarized_layers, layers, own_weights
+from hbnn_larq.utils import QUANTIZED_KERNELS, QUANTIZER_ATTRIBUTES, binarized_layers, layers, own_weights
 from hbnn_larq.zoo.registry import get_model
 
 # (row label, model name, build kwargs): the table in docs/deployment.md ("Zoo models and their sizes").
@@ -66,7 +66,7 @@ def float_twin(model: tf.keras.Model) -> tf.keras.Model:
 
     def without_quantizers(layer):
         config = layer.get_config()
-        for key in ("kernel_quantizer", "input_quantizer", "kernel_constraint"):
+        for key in (*QUANTIZER_ATTRIBUTES, *(slot.constraint for slot in QUANTIZED_KERNELS)):
             if key in config:
                 config[key] = None
         return layer.__class__.from_config(config)

@@ -4,12 +4,14 @@ A weights file is one uncompressed `.npz` archive:
 
 | key | content |
 |---|---|
-| `__metadata__` | JSON: format name and version, model name, build arguments (`num_classes`, `include_top`, `width`, ...), and per binarized layer its kernel shape |
+| `__metadata__` | JSON: format name and version, model name, build arguments (`num_classes`, `include_top`, `width`, ...), and per binarized kernel its shape |
 | `<layer>/kernel:bits` | the binarized kernel's signs, `np.packbits` of `kernel > 0` in C order: 1 bit per weight |
-| `<layer>/kernel:scale` | float32 per-output-channel magnitude \\(\\alpha_o\\) (all ones for plain sign quantizers) |
+| `<layer>/kernel:scale` | float32 per-output-channel (last axis) magnitude \\(\\alpha_o\\) (all ones for plain sign quantizers) |
+| `<layer>/depthwise_kernel:bits`, `:scale`, `<layer>/pointwise_kernel:bits`, `:scale` | the same for the binarized depthwise and pointwise kernels of `QuantDepthwiseConv2D` and `QuantSeparableConv*` |
 | `<layer>/<weight>` | every other weight inference needs, float32 (FP convs, dense, BN γ/β/moving statistics) |
 
-Only the binary kernel \\(\\operatorname{sign}(\\exp_{F_i}(\\tilde w))\\) is stored: the latent kernel
+Every weight-quantized kernel (`hbnn_larq.utils.quantized_kernels`: kernel, depthwise or pointwise)
+is stored as its binary value \\(\\operatorname{sign}(\\exp_{F_i}(\\tilde w))\\) only: the latent kernel
 and the HBNN points are training-only state. `load_pretrained` therefore writes the stored ±α
 kernel into the latent kernel and resets every `HyperbolicSign` to the origin chart (points 0,
 active index 0), where \\(\\exp_0(v)\\) is a positive multiple of \\(v\\), so the quantizer
@@ -29,7 +31,7 @@ import numpy as np
 import tensorflow as tf
 
 from hbnn_larq.quantizers import HyperbolicSign
-from hbnn_larq.utils import layers, own_weights, quantized_kernel
+from hbnn_larq.utils import layers, own_weights, quantized_kernels
 
 FORMAT = "hbnn-larq-zoo-weights"
 FORMAT_VERSION = 1
@@ -86,10 +88,11 @@ def save_pretrained(model: tf.keras.Model, path, *, metadata: dict | None = None
     meta.update(format=FORMAT, format_version=FORMAT_VERSION, binary_kernels={})
     arrays = {}
     for layer in layers(model):
+        kernels = _quantized_kernels_by_name(layer)
         for variable in own_weights(layer):
             key = f"{layer.name}/{_short_name(variable)}"
-            if _is_kernel_quantized(layer) and variable.name == layer.kernel.name:
-                signs, scale = _signs_and_scale(quantized_kernel(layer), layer.name)
+            if variable.name in kernels:
+                signs, scale = _signs_and_scale(kernels[variable.name].quantized(), key)
                 arrays[key + BITS_SUFFIX] = np.packbits(signs.reshape(-1))
                 arrays[key + SCALE_SUFFIX] = scale
                 meta["binary_kernels"][key] = list(signs.shape)
@@ -123,8 +126,9 @@ def read_metadata(path) -> dict:
 def load_pretrained(model: tf.keras.Model, path) -> tf.keras.Model:
     """Restore weights written by `save_pretrained` into a model built with the same arguments.
 
-    Binarized layers get the stored ±α kernel as latent kernel; their `HyperbolicSign`
-    quantizers are reset to the origin chart so that the forward pass reproduces it exactly.
+    Binarized kernels (kernel, depthwise and pointwise) get the stored ±α kernel as latent kernel;
+    their `HyperbolicSign` quantizers are reset to the origin chart so that the forward pass
+    reproduces it exactly.
 
     # Returns
     `model`.
@@ -142,11 +146,12 @@ def load_pretrained(model: tf.keras.Model, path) -> tf.keras.Model:
     binary_shapes = meta["binary_kernels"]
     expected_keys = set()
     for layer in layers(model):
+        kernels = _quantized_kernels_by_name(layer)
         for variable in own_weights(layer):
             key = f"{layer.name}/{_short_name(variable)}"
             expected_keys.add(key)
             if key in binary_shapes:
-                _restore_binary_kernel(layer, stored, key, binary_shapes[key], path)
+                _restore_binary_kernel(kernels.get(variable.name), stored, key, binary_shapes[key], path)
             elif key in stored:
                 _assign(variable, stored[key], key, path)
             else:
@@ -157,22 +162,30 @@ def load_pretrained(model: tf.keras.Model, path) -> tf.keras.Model:
     return model
 
 
-def _restore_binary_kernel(layer, stored, key, shape, path) -> None:
-    if not _is_kernel_quantized(layer):
-        raise ValueError(f"{str(path)!r} stores a binary kernel for {layer.name!r}, which is not weight-quantized.")
+def _quantized_kernels_by_name(layer) -> dict:
+    """`{latent kernel's variable name: QuantizedKernel}` of `layer`'s weight-quantized kernels."""
+    return {kernel.variable.name: kernel for kernel in quantized_kernels(layer)}
+
+
+def _restore_binary_kernel(quantized, stored, key, shape, path) -> None:
+    """Write the stored binary kernel `key` into the `QuantizedKernel` `quantized` (None: the
+    model's weight is not quantized) and check that its quantizer reproduces it."""
+    if quantized is None:
+        raise ValueError(f"{str(path)!r} stores a binary kernel {key!r}, which is not weight-quantized in this "
+                         "model.")
     size = int(np.prod(shape))
     signs = np.unpackbits(stored[key + BITS_SUFFIX], count=size).reshape(shape)
     scale = stored[key + SCALE_SUFFIX]
     kernel = np.where(signs.astype(bool), 1.0, -1.0).astype(np.float32) * scale
-    _assign(layer.kernel, kernel, key, path)
-    _reset_quantizer_state(layer.kernel_quantizer)
-    restored = quantized_kernel(layer)
+    _assign(quantized.variable, kernel, key, path)
+    _reset_quantizer_state(quantized.quantizer)
+    restored = quantized.quantized()
     # Exact for sign quantizers; a recomputed per-channel mean (magnitude_aware_sign) may differ
     # from the stored scale by float32 summation rounding.
     if not np.allclose(restored, kernel, rtol=1e-5, atol=0.0):
         raise ValueError(
-            f"The kernel quantizer of {layer.name!r} ({type(layer.kernel_quantizer).__name__}) does not "
-            "reproduce the stored binary kernel from it; build the model with a sign-type quantizer "
+            f"The {quantized.slot.quantizer} of {quantized.layer.name!r} ({type(quantized.quantizer).__name__}) "
+            "does not reproduce the stored binary kernel from it; build the model with a sign-type quantizer "
             "(e.g. the default HyperbolicSign or 'ste_sign')."
         )
 
@@ -194,20 +207,16 @@ def _assign(variable, value, key, path) -> None:
     variable.assign(value.astype(variable.dtype.as_numpy_dtype))
 
 
-def _is_kernel_quantized(layer) -> bool:
-    return getattr(layer, "kernel_quantizer", None) is not None
-
-
 def _short_name(variable) -> str:
     return variable.name.split("/")[-1].split(":")[0]
 
 
-def _signs_and_scale(kernel: np.ndarray, layer_name: str):
+def _signs_and_scale(kernel: np.ndarray, key: str):
     """`(kernel > 0, α)` with `kernel == ±α[o]`; raise if the kernel is not of that form."""
     scale = np.abs(kernel).reshape(-1, kernel.shape[-1]).max(axis=0).astype(np.float32)
     if not (np.all(scale > 0) and np.array_equal(np.abs(kernel), np.broadcast_to(scale, kernel.shape))):
         raise ValueError(
-            f"The quantized kernel of {layer_name!r} is not ±(per-output-channel scale); only "
+            f"The quantized kernel {key!r} is not ±(per-output-channel scale); only "
             "binarized kernels can be stored bit-packed."
         )
     return kernel > 0, scale
