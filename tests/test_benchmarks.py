@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hbnn_larq.training import recipes
 from tests.helpers import randomize_batch_norm, tiny_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -57,8 +56,19 @@ def test_every_segment_of_every_plan_is_a_valid_config_continuing_the_one_before
     assert stops[-1] == plan.epochs and len(set(stops)) == len(stops)
     config = _config(zoo_weights.command(plan, 0))
     assert config.resolved_latent_lr_multiplier() == 10
-    if config.quantizer == "hbnn":
-        assert config.resolved_point_lr_multiplier() == recipes.point_lr_multiplier("hbnn")
+    if plan.name == "hbnn":
+        assert (config.quantizer, config.radius, config.resolved_point_lr_multiplier()) == ("hbnn-boundary", 0.01, 30)
+
+
+def test_zoo_recipes_are_the_rows_chosen_on_cifar10_validation():
+    """Issue 28 trains with issue 27's choices: the HBNN row (ball or ∂D) and the sign/STE row
+    with the best validation accuracy in the committed quick-val selection."""
+    store = accuracy.load("quick-val")
+    chosen = selection.chosen_rows(store)
+    validation = {line["row"]: line["val_accuracy"] for line in selection.selection_table(store)}
+    best_hbnn = max((chosen[c] for c in ("hbnn", "bd")), key=validation.get)
+    assert (zoo_weights.HBNN_ROW, zoo_weights.STE_ROW) == (best_hbnn, chosen["ste"])
+    assert zoo_weights.HBNN == tuple(accuracy.SELECT_ROWS[best_hbnn][1])
 
 
 def test_every_model_has_a_shipping_plan_and_vggsmall_a_sign_ste_twin_at_the_same_budget():
