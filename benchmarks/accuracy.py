@@ -223,12 +223,14 @@ SELECT_ROWS = dict(_select_row(contender, *knobs)
 # Issue 26's evidence row: larq-zoo's QuickNetSmall on Imagenette at a CPU-sized input, HBNN
 # against QuickNet's own sign/STE recipe (larq-zoo's SteSign(1.25) + WeightClip(1.25): `train.py
 # --quantizer ste_sign` keeps it), chosen on validation like the other `-val` protocols (two
-# values of each contender's decisive knob), then confirmed on two fresh seeds.
+# values of each contender's decisive knob: the latent step; HBNN in the form and at the points'
+# step that won quick-val's selection on validation, ∂D at r = 0.01 with points x30), then
+# confirmed on two fresh seeds.
 PROTOCOLS["quicknet-val"] = ["--model", "quicknet_small", "--dataset", "imagenette", "--image-size", "112",
                              "--epochs", "16", "--batch-size", "128", "--lr", "0.1", "--warmup-epochs", "1",
                              *VALIDATION_FLAGS]
-QUICKNET_ROWS = {name: row for name, row in SELECT_ROWS.items()
-                 if name in ("ste-wlr10", "ste-wlr30", "hbnn-m100-wlr10", "hbnn-m100-wlr30")}
+QUICKNET_ROWS = dict(_select_row(contender, points, latent)
+                     for contender, points, latent in (("ste", None, 10), ("ste", None, 30), ("bd", 30, 10), ("bd", 30, 30)))
 QUICKNET_CONFIRM_SEEDS = (10, 11)
 
 
