@@ -5,6 +5,7 @@ then confirmed on fresh seeds, against the strongest baseline chosen the same wa
 python benchmarks/selection.py --protocol quick-val --stage select      # seed 0: every contender's sweep
 python benchmarks/selection.py --protocol quick-val --stage confirm     # each contender's choice, seeds 10-12
 python benchmarks/selection.py --protocol quick-val --table             # print the two tables only
+python benchmarks/selection.py --protocol quick-val --markdown          # the confirmation table, as in the README
 ```
 
 The protocols (`quick-val`, `imagenette-val`; `quicknet-val`, issue 26's QuickNetSmall
@@ -101,6 +102,41 @@ def confirmation_table(store: dict) -> list[dict]:
     return lines
 
 
+# How the README names each contender and each protocol (`markdown_table`).
+LABELS = {"ste": "sign/STE", "norm": "sign-normalized", "hbnn": "HBNN, ball", "bd": "HBNN, ∂D (r = 0.01)"}
+SETTINGS = {"quick-val": "VGG-Small ×0.25, CIFAR-10, 10 epochs",
+            "imagenette-val": "ResNet-18 ×0.25, Imagenette 128 px, 16 epochs",
+            "quicknet-val": "QuickNetSmall, Imagenette 112 px, 16 epochs"}
+
+
+def describe_row(row: str) -> str:
+    """`hbnn-m10-wlr10` -> "points ×10, latent ×10"."""
+    names = {"m": "points", "wlr": "latent"}
+    knobs = [(prefix, part[len(prefix):]) for part in row.split("-")[1:] for prefix in names
+             if part.startswith(prefix) and part[len(prefix):].replace(".", "").isdigit()]
+    return ", ".join(f"{names[prefix]} ×{value}" for prefix, value in knobs)
+
+
+def markdown_table(store: dict) -> str:
+    """The confirmation table as the README shows it (`--markdown`): per contender, its setting
+    chosen on validation, that run's validation accuracy, and test accuracy on the fresh seeds,
+    paired against the reference baseline."""
+    protocol = store["protocol"]
+    validation = {line["row"]: line["val_accuracy"] for line in selection_table(store)}
+    seeds = confirm_seeds(protocol)
+    lines = [f"| {protocol}: {SETTINGS[protocol]} | chosen on validation (seed {SELECT_SEED}) | val % "
+             f"| test %, seeds {', '.join(map(str, seeds))} | paired difference vs the reference |",
+             "|---|---|---|---|---|"]
+    for line in confirmation_table(store):
+        paired = line["vs_reference"]
+        versus = ("reference (the better baseline on validation)" if line["row"] == line["reference"] else
+                  f"{paired[0]:+.2f} ± {paired[1]:.2f} (n = {paired[2]})" if paired else "-")
+        lines.append(f"| {LABELS[line['contender']]} | {describe_row(line['row'])} (`{line['row']}`) "
+                     f"| {validation[line['row']]:.2f} | {line['test_mean']:.2f} ± {line['test_std']:.2f} "
+                     f"(n = {len(line['seeds'])}) | {versus} |")
+    return "\n".join(lines)
+
+
 def print_tables(store: dict) -> None:
     protocol = store["protocol"]
     print(f"protocol: {protocol}  ({' '.join(accuracy.PROTOCOLS[protocol])})")
@@ -128,9 +164,14 @@ def main(argv=None) -> None:
     parser.add_argument("--stage", choices=("select", "confirm"), help="what to run (nothing: print the tables)")
     parser.add_argument("--contenders", nargs="*", choices=list(CONTENDERS), default=list(CONTENDERS))
     parser.add_argument("--table", action="store_true", help="only print the tables")
+    parser.add_argument("--markdown", action="store_true",
+                        help="only print the confirmation table as the README shows it")
     args = parser.parse_args(argv)
 
     store = accuracy.load(args.protocol)
+    if args.markdown:
+        print(markdown_table(store))
+        return
     if args.stage and not args.table:
         started = time.time()
         if args.stage == "select":

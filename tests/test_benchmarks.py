@@ -462,6 +462,15 @@ def test_confirmation_pairs_fresh_seeds_against_the_baseline_best_on_validation(
     assert lines["ste"]["vs_reference"] is None
 
 
+def test_markdown_table_shows_each_choice_its_validation_and_paired_test_accuracy():
+    table = selection.markdown_table(_selection_store()).splitlines()
+    assert len(table) == 2 + 3 and table[0].startswith("| quick-val: VGG-Small")
+    hbnn = next(line for line in table if "`hbnn-m100-wlr10`" in line)
+    assert hbnn.startswith("| HBNN, ball | points ×100, latent ×10 (`hbnn-m100-wlr10`) | 74.00 | 72.00 ± 1.73 (n = 3) | +1.00 ± 1.00 (n = 3) |")
+    assert "reference" in next(line for line in table if "`ste-wlr30`" in line)
+    assert selection.describe_row("norm-wlr100") == "latent ×100"
+
+
 def test_validation_protocols_hold_out_a_split_and_their_rows_name_their_recipe():
     assert not set(accuracy.CONFIRM_SEEDS) & {accuracy.SELECT_SEED}
     for protocol in ("quick-val", "imagenette-val"):

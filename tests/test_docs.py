@@ -150,3 +150,22 @@ def test_results_summary_is_marked_for_replacement():
     assert text.count(start) == 1 and text.count("<!-- /results-summary -->") == 1
     table = text.split(start, 1)[1].split("<!-- /results-summary -->", 1)[0]
     assert "test set" in table and table.count("\n|") >= 4
+
+
+def test_readme_confirmation_tables_are_the_stored_runs():
+    """A validation-selected table in the README (a line `| <protocol>: ...`) is exactly what
+    `python benchmarks/selection.py --protocol <protocol> --markdown` prints from the committed runs."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import accuracy
+    import selection
+
+    lines = README.read_text(encoding="utf-8").splitlines()
+    for protocol in selection.SETTINGS:
+        starts = [i for i, line in enumerate(lines) if line.startswith(f"| {protocol}: ")]
+        if not starts:
+            continue
+        table = selection.markdown_table(accuracy.load(protocol)).splitlines()
+        assert lines[starts[0]:starts[0] + len(table)] == table, protocol
+        assert not lines[starts[0] + len(table)].startswith("|"), f"{protocol}: rows the stored runs do not have"
