@@ -10,7 +10,7 @@ from hbnn_larq import zoo
 from hbnn_larq.export import op_names
 from hbnn_larq.utils import binarized_layers
 from hbnn_larq.zoo import common, resnet, sizes
-from tests.helpers import assert_lce_matches
+from tests.helpers import assert_lce_matches, separable_toy_model
 
 CIFAR = (32, 32, 3)
 # Building a HyperbolicSign layer traces its exponential map (~0.5 s per layer on a loaded
@@ -324,3 +324,11 @@ def test_converted_model_takes_raw_pixels():
 def test_bad_input_normalization_names_the_parameter(value):
     with pytest.raises(ValueError, match="`input_normalization`"):
         zoo.VGGSmall(width=0.25, input_normalization=value)
+
+
+def test_mac_counts_count_depthwise_and_separable_convs_in_full_precision():
+    # conv 3x3x3x8 at 14x14 (LCE binarizes it); depthwise 3x3x8 at 12x12; separable 3x3x8 + 1x1x8x8
+    # at 10x10 and the dense 8x10: LCE has no binary depthwise convolution.
+    assert sizes.mac_counts(separable_toy_model()) == {"binary_macs": 27 * 8 * 14 * 14,
+                                                 "float_macs": 72 * 12 * 12 + (72 + 64) * 10 * 10 + 80}
+

@@ -44,15 +44,20 @@ def count_parameters(model: tf.keras.Model) -> dict:
 def mac_counts(model: tf.keras.Model) -> dict:
     """Multiply-accumulates of one forward pass, split into binarized and full-precision ones.
 
-    Convolutions count `kh·kw·C_in·C_out·H_out·W_out`, dense layers `in·out`; BN, pooling and
+    Convolutions count `kh·kw·C_in·C_out·H_out·W_out`, depthwise ones `kh·kw·C_in·M·H_out·W_out`
+    (a separable conv: its depthwise and its pointwise part), dense layers `in·out`; BN, pooling and
     additions are not counted (larq's `summary` convention, without its quantizer overcount).
+    Binary MACs are those of the convolutions LCE binarizes (`binarized_layers`): LCE has no binary
+    depthwise convolution, so depthwise and separable convs count as full precision.
     """
     binary = {id(layer) for layer in binarized_layers(model)}
     counts = {"binary_macs": 0, "float_macs": 0}
+    convolutions = (tf.keras.layers.Conv2D, tf.keras.layers.DepthwiseConv2D, tf.keras.layers.SeparableConv2D)
     for layer in layers(model):
-        if isinstance(layer, tf.keras.layers.Conv2D):
+        if isinstance(layer, convolutions):
             out_h, out_w = layer.output_shape[1:3]
-            macs = int(np.prod(layer.kernel.shape)) * out_h * out_w
+            kernels = [getattr(layer, slot.kernel) for slot in QUANTIZED_KERNELS if hasattr(layer, slot.kernel)]
+            macs = sum(int(np.prod(kernel.shape)) for kernel in kernels) * out_h * out_w
         elif isinstance(layer, tf.keras.layers.Dense):
             macs = int(np.prod(layer.kernel.shape))
         else:
