@@ -471,10 +471,16 @@ def test_markdown_table_shows_each_choice_its_validation_and_paired_test_accurac
     assert selection.describe_row("norm-wlr100") == "latent ×100"
 
 
+def test_rows_beyond_the_grid_belong_to_the_protocol_whose_results_called_for_them():
+    grid = set(accuracy.SELECT_ROWS)
+    assert set(accuracy.rows_for("imagenette-val")) == grid
+    assert set(accuracy.rows_for("quick-val")) - grid == {"norm-wlr3", "hbnn-m10-wlr10", "bd-m10-wlr10", "hbnn-m3-wlr10"}
+
+
 def test_validation_protocols_hold_out_a_split_and_their_rows_name_their_recipe():
     assert not set(accuracy.CONFIRM_SEEDS) & {accuracy.SELECT_SEED}
     for protocol in ("quick-val", "imagenette-val"):
-        for row in accuracy.SELECT_ROWS:
+        for row in accuracy.rows_for(protocol):
             config = _config(accuracy.command(protocol, row, seed=0))
             assert config.validation_split == 0.1 and config.precision == "mixed_bfloat16"
             recipe = {"ste": "ste_sign", "norm": "sign-normalized", "hbnn": "hbnn", "bd": "hbnn-boundary"}
