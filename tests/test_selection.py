@@ -66,7 +66,7 @@ def test_geometric_criteria_follow_their_definition(selection):
         expected = np.argmin([np.sum(m**2) for m in mapped])
     elif selection == "nearest":
         ball = hbnn_larq.PoincareBall(q.r)
-        expected = np.argmin([float(ball.dist(tf.cast(p, tf.float64), tf.constant(mapped[0]))) for p in q.points])
+        expected = np.argmin([float(np.squeeze(ball.dist(tf.cast(p, tf.float64), tf.constant(mapped[0])))) for p in q.points])
         assert expected == 0  # the active point is at distance lambda_p ||w|| > 0, but others can be nearer
     else:
         expected = np.argmax([np.mean(np.sign(m) != np.sign(mapped[0])) for m in mapped])
