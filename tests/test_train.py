@@ -229,6 +229,15 @@ def test_stating_the_recipes_defaults_keeps_the_run_dir(quantizer):
     assert default_run_dir(as_integers) == default_run_dir(leaves)
 
 
+@pytest.mark.parametrize("field, value", [("point_lr_multiplier", 30.0), ("radius", 0.01), ("cluster_size", 4),
+                                          ("point_update", "mobius")])
+def test_point_options_with_a_recipe_without_points_are_refused(field, value):
+    with pytest.raises(ConfigError, match=rf"`{field}` applies to the HBNN recipes \('hbnn'.*only; `quantizer` "
+                                          r"'ste_sign' has no points"):
+        TrainConfig(quantizer="ste_sign", **{field: value}).validate()
+    TrainConfig(quantizer="hbnn-boundary", **{field: value}).validate()
+
+
 def test_on_switch_reaches_every_epc_quantizer():
     with pytest.raises(ConfigError, match="`on_switch` must be one of 'keep', 'reexpress'; got 'swap'"):
         TrainConfig(on_switch="swap").validate()

@@ -114,6 +114,13 @@ class TrainConfig:
                 self.validation_split, (int, float)) or not 0 < self.validation_split < 1):
             raise ConfigError(f"`validation_split` must be a fraction strictly between 0 and 1 (e.g. 0.1), "
                               f"got {self.validation_split!r}.")
+        if not recipes.is_hyperbolic(self.quantizer):
+            for name, unset in (("point_lr_multiplier", None), ("radius", None), ("cluster_size", 1),
+                                ("point_update", "rsgd")):
+                if getattr(self, name) != unset:
+                    hyperbolic = ", ".join(repr(n) for n in recipes.recipe_names() if recipes.is_hyperbolic(n))
+                    raise ConfigError(f"`{name}` applies to the HBNN recipes ({hyperbolic}) only; `quantizer` "
+                                      f"{self.quantizer!r} has no points: leave `{name}` unset.")
         if self.model in FIXED_WIDTH_MODELS and self.width != 1:
             raise ConfigError(f"`width` must be 1 for `model` {self.model!r} (larq-zoo's channel counts are fixed), "
                               f"got {self.width!r}.")

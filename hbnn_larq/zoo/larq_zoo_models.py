@@ -22,10 +22,12 @@ convs, the classifiers) and the activation quantizers stay larq-zoo's.
 | `birealnet` | `literature.BiRealNet` | 16 | `magnitude_aware_sign` + `weight_clip` (scaled) |
 | `binary_resnet_e18` | `literature.BinaryResNetE18` | 16 | `SteSign(1.25)` + `WeightClip(1.25)` |
 
-**Input.** The models contain no rescaling: like larq-zoo's pretrained models they expect RGB
-images standardised with the ImageNet statistics, \\((x - 255\\mu)/(255\\sigma)\\) per channel with
-\\(\\mu = (0.485, 0.456, 0.406)\\), \\(\\sigma = (0.229, 0.224, 0.225)\\) (`larq_zoo.preprocess_input`,
-which also center-crops to 224 px; `train.py` normalises ImageNet-like data the same way).
+**Input.** As every zoo model, `input_normalization=(mean, std)` or a dataset name adds a float32
+"input_normalization" layer, and the model takes RGB pixel values in [0, 255] (`train.py` builds
+them so). Without it (`None`, or `"auto"` when no weights file records one) there is no rescaling: like
+larq-zoo's pretrained models it expects RGB images standardised with the ImageNet statistics,
+\\((x - 255\\mu)/(255\\sigma)\\) per channel with \\(\\mu = (0.485, 0.456, 0.406)\\),
+\\(\\sigma = (0.229, 0.224, 0.225)\\) (`larq_zoo.preprocess_input`, which also center-crops to 224 px).
 Any input size works (QuickNet and Bi-Real Net reduce it 32-fold; from 32 px on); the width is
 larq-zoo's and fixed.
 
