@@ -131,7 +131,7 @@ def order_seed(seed: int, first_epoch: int = 0) -> int:
     return int(np.random.SeedSequence([seed, first_epoch]).generate_state(1)[0] & 0x7FFFFFFF)
 
 
-def _batched(ds, *, train: bool, style: str, size: int, batch_size: int, seed: int, num_examples: int):
+def _batched(ds, *, train: bool, style: str, size: int, batch_size: int, num_examples: int, seed: int | None = None):
     if train:
         ds = ds.shuffle(min(num_examples, 50_000), seed=seed, reshuffle_each_iteration=True)
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2, drop_remainder=True)
@@ -209,12 +209,12 @@ def load_dataset(
     train, test, (mean, std) = source.train, source.test, source.stats
     if train.count < batch_size:
         raise DataError(f"`batch_size` ({batch_size}) is larger than the training set ({train.count} examples).")
-    common = dict(style=source.style, size=source.image_size, batch_size=batch_size, seed=seed)
+    common = dict(style=source.style, size=source.image_size, batch_size=batch_size)
     validation = source.validation
     return ImageDataset(
         name=name,
         train=_batched(train.examples, train=True, num_examples=train.count,
-                       **{**common, "seed": order_seed(seed, first_epoch)}),
+                       seed=order_seed(seed, first_epoch), **common),
         test=_batched(test.examples, train=False, num_examples=test.count, **common),
         num_classes=len(source.class_names), class_names=source.class_names, image_size=source.image_size,
         num_train=train.count, num_test=test.count, steps_per_epoch=train.count // batch_size,
