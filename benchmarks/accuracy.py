@@ -197,28 +197,66 @@ _SWEEPS = {
     "hbnn": [(100, 10), (100, 30), (100, 3), (30, 10), (300, 10)],
     "bd": [(100, 10), (100, 30), (100, 3), (30, 10), (300, 10)],
 }
-# Beyond the grid, one rule for all, per protocol: a contender whose best row on validation sits
-# at the edge of what it ran gets one step beyond that edge, and again if the new row wins
-# (applied after each round of runs, recorded here).
-BEYOND_EDGE = {
-    # Seed 0: sign-normalized's best was x10, both HBNN contenders' best points' step x30; then
-    # the ball's best moved to points x10 (73.68 % against x30's 73.44 %), so it got x3 (73.18 %);
-    # ∂D's best stayed x30 (x10: 73.66 %).
-    "quick-val": {"norm": [(None, 3)], "hbnn": [(10, 10), (3, 10)], "bd": [(10, 10)]},
-}
+# Beyond the grid, one rule for all (`beyond_edge`): a contender whose best row on validation
+# sits at the edge of what it ran gets one step beyond that edge, and again if the new row wins.
+# The rule runs on each protocol's own stored results, so the rows beyond the grid are derived,
+# not recorded: on quick-val it called for norm-wlr3 (x10 had won), hbnn-m10-wlr10 and
+# bd-m10-wlr10 (both HBNN contenders' best was points x30), then hbnn-m3-wlr10 (the ball's best
+# moved to points x10).
+LADDER = (0.1, 0.3, 1, 3, 10, 30, 100, 300, 1000, 3000)  # the multipliers' half-decade steps
+
+
+def beyond_edge(measured: dict[tuple, float]) -> list[tuple]:
+    """The edge rule for one contender: its next `(points, latent)` knobs beyond the edge.
+
+    # Arguments
+    measured: `{(points, latent): validation accuracy}` of the contender's runs on the selection
+        seed (points None for a baseline).
+
+    # Returns
+    The knobs one `LADDER` step beyond the best row, along each knob it was swept in (two or more
+    values with the other knob fixed at the best row's) where the best sits at an end of what ran;
+    empty when the best row lies inside everything it was swept in.
+    """
+    if not measured:
+        return []
+    best = max(measured, key=measured.get)
+    beyond = []
+    for axis in (0, 1):
+        if best[axis] is None:
+            continue
+        ran = sorted(knobs[axis] for knobs in measured if knobs[1 - axis] == best[1 - axis])
+        for end, step in ((ran[0], -1), (ran[-1], +1)):
+            at = LADDER.index(best[axis]) + step
+            if len(ran) > 1 and best[axis] == end and 0 <= at < len(LADDER):
+                knobs = list(best)
+                knobs[axis] = LADDER[at]
+                beyond.append(tuple(knobs))
+    return [knobs for knobs in beyond if knobs not in measured]
+
+
+def _row_name(contender: str, points, latent) -> str:
+    return f"{contender}-wlr{latent}" if points is None else f"{contender}-m{points}-wlr{latent}"
 
 
 def _select_row(contender: str, points, latent) -> tuple[str, tuple[str, list[str]]]:
-    name = f"{contender}-wlr{latent}" if points is None else f"{contender}-m{points}-wlr{latent}"
     flags = CONTENDERS[contender] + (["--latent-lr-multiplier", str(latent)] if points is None else steps(points, latent))
-    return name, ("select", flags)
+    return _row_name(contender, points, latent), ("select", flags)
 
 
-def select_rows(protocol: str | None = None) -> dict:
-    """The select stage's rows of `protocol`: the common grid (`_SWEEPS`) round-robin, then the
-    protocol's rows beyond it (`BEYOND_EDGE`)."""
-    sweeps = {contender: sweep + BEYOND_EDGE.get(protocol, {}).get(contender, [])
-              for contender, sweep in _SWEEPS.items()}
+def select_rows(store: dict | None = None) -> dict:
+    """The select stage's rows: the common grid (`_SWEEPS`) round-robin, then, for a contender
+    whose grid `store` (a protocol's stored runs) has measured, the rows `beyond_edge` calls for,
+    round after round, up to the first row not measured yet."""
+    validation = {entry["row"]: entry["val_accuracy"] for entry in (store or {"runs": {}})["runs"].values()
+                  if entry["seed"] == SELECT_SEED and "val_accuracy" in entry}
+    sweeps = {contender: list(sweep) for contender, sweep in _SWEEPS.items()}
+    for contender, sweep in sweeps.items():
+        while all(_row_name(contender, *knobs) in validation for knobs in sweep):
+            beyond = beyond_edge({knobs: validation[_row_name(contender, *knobs)] for knobs in sweep})
+            if not beyond:
+                break
+            sweep.extend(beyond)
     return dict(_select_row(contender, *knobs)
                 for i in range(max(map(len, sweeps.values())))
                 for contender, sweep in sweeps.items() if i < len(sweep)
@@ -250,7 +288,7 @@ def rows_for(protocol: str) -> dict:
     if protocol == "quicknet-val":
         return QUICKNET_ROWS
     if protocol.endswith("-val"):
-        return select_rows(protocol)
+        return select_rows(load(protocol))
     return RADIUS_ROWS if protocol == "radius" else ROWS
 
 

@@ -10,7 +10,8 @@ python benchmarks/selection.py --protocol quick-val --markdown          # the co
 
 The protocols (`quick-val`, `imagenette-val`; `quicknet-val`, issue 26's QuickNetSmall
 evidence row: sign/STE and HBNN only, two confirmation seeds), the contenders (sign/STE, sign-normalized, HBNN in
-the ball, HBNN ∂D) and their sweeps are defined in `benchmarks/accuracy.py` (`SELECT_ROWS`); runs
+the ball, HBNN ∂D), their sweeps (`SELECT_ROWS`) and the edge rule that extends a sweep whose best
+row sits at its edge (`beyond_edge`) are defined in `benchmarks/accuracy.py`; runs
 are stored with the other accuracy runs in `benchmarks/results/accuracy-<protocol>.json`, each
 with its final validation accuracy (`val_accuracy`) and its test accuracy.
 
@@ -137,6 +138,21 @@ def markdown_table(store: dict) -> str:
     return "\n".join(lines)
 
 
+def run_select_stage(protocol: str, contenders, store: dict) -> None:
+    """Run the select stage of `protocol` on `SELECT_SEED`: every contender's grid, then round after
+    round the rows the edge rule calls for (`accuracy.beyond_edge`), until no contender's best row
+    sits at an edge of what it ran (or a run failed: it is not retried here)."""
+    attempted = set()
+    while True:
+        jobs = [row for row in rows_for(protocol) if contender_of(row) in contenders
+                and run_id(row, SELECT_SEED) not in store["runs"] and row not in attempted]
+        if not jobs:
+            return
+        for row in jobs:
+            attempted.add(row)
+            accuracy.run(protocol, row, SELECT_SEED, store)
+
+
 def print_tables(store: dict) -> None:
     protocol = store["protocol"]
     print(f"protocol: {protocol}  ({' '.join(accuracy.PROTOCOLS[protocol])})")
@@ -175,16 +191,15 @@ def main(argv=None) -> None:
     if args.stage and not args.table:
         started = time.time()
         if args.stage == "select":
-            jobs = [(row, SELECT_SEED) for row in rows_for(args.protocol) if contender_of(row) in args.contenders]
+            run_select_stage(args.protocol, args.contenders, store)
         else:
             chosen = chosen_rows(store)
             contenders = [c for c in args.contenders if any(contender_of(r) == c for r in rows_for(args.protocol))]
             missing = [c for c in contenders if c not in chosen]
             if missing:
                 parser.error(f"no selection run yet for {', '.join(missing)}: run --stage select first")
-            jobs = [(chosen[c], seed) for seed in confirm_seeds(args.protocol) for c in contenders]
-        for row, seed in jobs:
-            accuracy.run(args.protocol, row, seed, store)
+            for row, seed in [(chosen[c], seed) for seed in confirm_seeds(args.protocol) for c in contenders]:
+                accuracy.run(args.protocol, row, seed, store)
         print(f"done in {(time.time() - started) / 60:.1f} min")
     if store["runs"]:
         with accuracy.stored(args.protocol) as store:

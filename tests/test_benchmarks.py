@@ -471,10 +471,29 @@ def test_markdown_table_shows_each_choice_its_validation_and_paired_test_accurac
     assert selection.describe_row("norm-wlr100") == "latent ×100"
 
 
-def test_rows_beyond_the_grid_belong_to_the_protocol_whose_results_called_for_them():
-    grid = set(accuracy.SELECT_ROWS)
-    assert set(accuracy.rows_for("imagenette-val")) == grid
-    assert set(accuracy.rows_for("quick-val")) - grid == {"norm-wlr3", "hbnn-m10-wlr10", "bd-m10-wlr10", "hbnn-m3-wlr10"}
+def test_the_edge_rule_steps_beyond_a_best_row_at_the_end_of_what_its_contender_ran():
+    assert accuracy.beyond_edge({(None, 10): 70.0, (None, 30): 60.0}) == [(None, 3)]
+    assert accuracy.beyond_edge({(None, 3): 60.0, (None, 10): 70.0, (None, 30): 65.0}) == []
+    # HBNN: along each knob swept at the best row's other knob; the points' alone at latent x3 is no sweep
+    hbnn = {(100, 10): 70.0, (100, 30): 60.0, (100, 3): 72.0, (30, 10): 71.0}
+    assert accuracy.beyond_edge(hbnn) == [(100, 1)]
+    assert accuracy.beyond_edge({**hbnn, (100, 1): 71.0}) == []
+    assert accuracy.beyond_edge({**hbnn, (100, 1): 73.0}) == [(100, 0.3)]
+    assert accuracy.beyond_edge({(100, 10): 70.0, (300, 10): 71.0}) == [(1000, 10)]
+    assert accuracy.beyond_edge({}) == []
+
+
+def test_rows_beyond_the_grid_follow_from_each_protocols_own_stored_results():
+    grid = accuracy.SELECT_ROWS
+    # the committed quick-val runs call for exactly the rows that were run beyond the grid, in order
+    assert [row for row in accuracy.rows_for("quick-val") if row not in grid] == [
+        "norm-wlr3", "hbnn-m10-wlr10", "bd-m10-wlr10", "hbnn-m3-wlr10"]
+    store = {"runs": {f"{row}-s0": {"row": row, "seed": 0, "val_accuracy": 0.5} for row in grid}}
+    store["runs"]["ste-wlr3-s0"]["val_accuracy"] = 0.6      # best at the grid's lower end
+    store["runs"]["ste-wlr30-s7"] = {"row": "ste-wlr30", "seed": 7, "val_accuracy": 0.9}  # not the selection seed
+    assert set(accuracy.select_rows(store)) - set(grid) == {"ste-wlr1"}
+    del store["runs"]["ste-wlr100-s0"]                      # the grid not complete yet: no step beyond it
+    assert set(accuracy.select_rows(store)) == set(grid)
 
 
 def test_validation_protocols_hold_out_a_split_and_their_rows_name_their_recipe():
@@ -487,3 +506,24 @@ def test_validation_protocols_hold_out_a_split_and_their_rows_name_their_recipe(
             assert config.quantizer == recipe[accuracy.contender_of(row)], row
             if "-m" in row:
                 assert config.resolved_point_lr_multiplier() == float(row.split("-m")[1].split("-")[0])
+
+
+def test_the_select_stage_runs_the_grid_then_the_edge_rows_until_none_is_called_for(monkeypatch, tmp_path):
+    """ste's best moves down the ladder (x3, then x1 wins; x0.3 loses); the ball fails one run, which
+    is not retried; a contender not asked for is not run."""
+    monkeypatch.setattr(accuracy, "RESULTS", tmp_path)
+    score = {"ste-wlr3": 0.7, "ste-wlr1": 0.8, "ste-wlr0.3": 0.6}
+    calls = []
+
+    def fake_run(protocol, row, seed, store):
+        calls.append(row)
+        if row != "hbnn-m100-wlr30":
+            accuracy.record(protocol, store, accuracy.run_id(row, seed),
+                            {"row": row, "seed": seed, "val_accuracy": score.get(row, 0.5)})
+
+    monkeypatch.setattr(accuracy, "run", fake_run)
+    store = accuracy.load("quick-val")
+    selection.run_select_stage("quick-val", ["ste", "hbnn"], store)
+    grid = [row for row in accuracy.SELECT_ROWS if accuracy.contender_of(row) in ("ste", "hbnn")]
+    assert calls == grid + ["ste-wlr1", "ste-wlr0.3"]
+    assert len(store["runs"]) == len(calls) - 1
