@@ -240,7 +240,9 @@ def test_bn_before_pool_is_the_same_function_at_inference_iff_gamma_positive(neg
         ("vggsmall", {"width": 0.25, "bn_before_pool": True}, 1),
         ("resnet18", {"width": 0.25}, 4),
         ("resnet18", {"width": 0.25, "input_shape": (64, 64, 3), "variant": "imagenet"}, 4),
-        ("resnet34", {"width": 0.25, "input_shape": (64, 64, 3), "variant": "imagenet"}, 4),
+        # the same blocks as resnet18's imagenet layout, twice as many: 40 s of the default suite
+        pytest.param("resnet34", {"width": 0.25, "input_shape": (64, 64, 3), "variant": "imagenet"}, 4,
+                     marks=pytest.mark.slow),
     ],
 )
 def test_lce_conversion_binarizes_every_conv_and_matches_keras(name, kwargs, float_convs):
