@@ -244,13 +244,14 @@ def _select_row(contender: str, points, latent) -> tuple[str, tuple[str, list[st
     return _row_name(contender, points, latent), ("select", flags)
 
 
-def select_rows(store: dict | None = None) -> dict:
-    """The select stage's rows: the common grid (`_SWEEPS`) round-robin, then, for a contender
-    whose grid `store` (a protocol's stored runs) has measured, the rows `beyond_edge` calls for,
-    round after round, up to the first row not measured yet."""
+def select_rows(store: dict | None = None, grid: dict | None = None) -> dict:
+    """The select stage's rows: `grid` (`{contender: [(points, latent), ...]}`, default the common
+    `_SWEEPS`) round-robin, then, for a contender whose grid `store` (a protocol's stored runs) has
+    measured, the rows `beyond_edge` calls for, round after round, up to the first row not
+    measured yet."""
     validation = {entry["row"]: entry["val_accuracy"] for entry in (store or {"runs": {}})["runs"].values()
                   if entry["seed"] == SELECT_SEED and "val_accuracy" in entry}
-    sweeps = {contender: list(sweep) for contender, sweep in _SWEEPS.items()}
+    sweeps = {contender: list(sweep) for contender, sweep in (grid or _SWEEPS).items()}
     for contender, sweep in sweeps.items():
         while all(_row_name(contender, *knobs) in validation for knobs in sweep):
             beyond = beyond_edge({knobs: validation[_row_name(contender, *knobs)] for knobs in sweep})
@@ -270,13 +271,12 @@ SELECT_ROWS = select_rows()  # the grid every `-val` protocol starts from
 # against QuickNet's own sign/STE recipe (larq-zoo's SteSign(1.25) + WeightClip(1.25): `train.py
 # --quantizer ste_sign` keeps it), chosen on validation like the other `-val` protocols (two
 # values of each contender's decisive knob: the latent step; HBNN in the form and at the points'
-# step that won quick-val's selection on validation, ∂D at r = 0.01 with points x30), then
-# confirmed on two fresh seeds.
+# step that won quick-val's selection on validation, ∂D at r = 0.01 with points x30; the edge
+# rule extends either sweep), then confirmed on two fresh seeds.
 PROTOCOLS["quicknet-val"] = ["--model", "quicknet_small", "--dataset", "imagenette", "--image-size", "112",
                              "--epochs", "16", "--batch-size", "128", "--lr", "0.1", "--warmup-epochs", "1",
                              *VALIDATION_FLAGS]
-QUICKNET_ROWS = dict(_select_row(contender, points, latent)
-                     for contender, points, latent in (("ste", None, 10), ("ste", None, 30), ("bd", 30, 10), ("bd", 30, 30)))
+QUICKNET_GRID = {"ste": [(None, 10), (None, 30)], "bd": [(30, 10), (30, 30)]}
 QUICKNET_CONFIRM_SEEDS = (10, 11)
 
 
@@ -286,7 +286,7 @@ def contender_of(row: str) -> str:
 
 def rows_for(protocol: str) -> dict:
     if protocol == "quicknet-val":
-        return QUICKNET_ROWS
+        return select_rows(load(protocol), QUICKNET_GRID)
     if protocol.endswith("-val"):
         return select_rows(load(protocol))
     return RADIUS_ROWS if protocol == "radius" else ROWS

@@ -494,6 +494,12 @@ def test_rows_beyond_the_grid_follow_from_each_protocols_own_stored_results():
     assert set(accuracy.select_rows(store)) - set(grid) == {"ste-wlr1"}
     del store["runs"]["ste-wlr100-s0"]                      # the grid not complete yet: no step beyond it
     assert set(accuracy.select_rows(store)) == set(grid)
+    # the QuickNet evidence row: its own two-value grids, the same rule
+    quicknet = {"runs": {"ste-wlr10-s0": {"row": "ste-wlr10", "seed": 0, "val_accuracy": 0.67},
+                         "ste-wlr30-s0": {"row": "ste-wlr30", "seed": 0, "val_accuracy": 0.71}}}
+    rows = accuracy.select_rows(quicknet, accuracy.QUICKNET_GRID)
+    assert list(rows) == ["ste-wlr10", "bd-m30-wlr10", "ste-wlr30", "bd-m30-wlr30", "ste-wlr100"]
+    assert rows["bd-m30-wlr30"][1] == ["--quantizer", "hbnn-boundary", "--radius", "0.01", *accuracy.steps(30, 30)]
 
 
 def test_validation_protocols_hold_out_a_split_and_their_rows_name_their_recipe():
