@@ -168,7 +168,8 @@ SAME_RUN = {
 
 # -- choose on validation, report on test ---------------------------------------------------------
 # Every row above was chosen on the test set (history: docs/results.md). The `-val` protocols hold
-# 10 % of the training images out (stratified, the same images for every seed), train on the
+# 10 % of the training images out (stratified in the offline image folders the protocols use; a
+# seeded random subset with TFDS; the same images for every seed), train on the
 # rest under mixed_bfloat16 (within noise of float32 on the quick protocol: docs/results.md), and
 # choose on that split only; `benchmarks/selection.py` sweeps each contender's decisive knobs on
 # seed 0 (`SELECT_SEED`), then runs each contender's choice on fresh seeds (`CONFIRM_SEEDS`).
@@ -220,23 +221,27 @@ def beyond_edge(measured: dict[tuple, float]) -> list[tuple]:
     """
     if not measured:
         return []
-    best = max(measured, key=measured.get)
+    best = max(measured, key=measured.get)  # a tie goes to the first in sweep order, as in selection.chosen_rows
     beyond = []
     for axis in (0, 1):
         if best[axis] is None:
             continue
         ran = sorted(knobs[axis] for knobs in measured if knobs[1 - axis] == best[1 - axis])
         for end, step in ((ran[0], -1), (ran[-1], +1)):
-            at = LADDER.index(best[axis]) + step
-            if len(ran) > 1 and best[axis] == end and 0 <= at < len(LADDER):
-                knobs = list(best)
-                knobs[axis] = LADDER[at]
-                beyond.append(tuple(knobs))
+            if len(ran) > 1 and best[axis] == end:
+                if best[axis] not in LADDER:
+                    raise ValueError(f"{best[axis]!r} is not a step of LADDER {LADDER}: cannot step beyond it")
+                at = LADDER.index(best[axis]) + step
+                if 0 <= at < len(LADDER):
+                    knobs = list(best)
+                    knobs[axis] = LADDER[at]
+                    beyond.append(tuple(knobs))
     return [knobs for knobs in beyond if knobs not in measured]
 
 
 def _row_name(contender: str, points, latent) -> str:
-    return f"{contender}-wlr{latent}" if points is None else f"{contender}-m{points}-wlr{latent}"
+    """`("hbnn", 30, 10)` -> `hbnn-m30-wlr10` (`:g`: 30.0 names the same row as 30)."""
+    return f"{contender}-wlr{latent:g}" if points is None else f"{contender}-m{points:g}-wlr{latent:g}"
 
 
 def _select_row(contender: str, points, latent) -> tuple[str, tuple[str, list[str]]]:
@@ -378,6 +383,10 @@ def summarise_run(results: dict, run_dir: Path, cmd: list[str]) -> dict:
         "wall_time_s": results.get("wall_time_s"),  # of the last (resumed) process only
         "train_time_s": results.get("train_time_s"),  # whole epochs (evaluation, callbacks), summed across resumes
         "machine": results.get("machine"),
+        # what ran: the images each split had, and the settings train.py resolved
+        "data": {key: results["dataset"].get(key) for key in ("name", "image_size", "num_train", "num_validation", "num_test")}
+        if "dataset" in results else None,
+        "resolved": results.get("resolved"),
     }
 
 

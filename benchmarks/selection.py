@@ -20,8 +20,8 @@ with its final validation accuracy (`val_accuracy`) and its test accuracy.
   used.
 - **Confirmation table**: the chosen rows on `CONFIRM_SEEDS` (fresh: no selection run used
   them): test accuracy, mean ± std, and the paired difference (same seeds) to the reference, the
-  baseline (`BASELINES`) whose chosen row has the higher validation accuracy (mean over every
-  seed it ran).
+  baseline (`BASELINES`) whose chosen row has the higher validation accuracy on the selection
+  seed (fixed before any confirmation run).
 
 Both tables are written into the protocol's JSON (`selection`, `confirmation`).
 """
@@ -46,11 +46,13 @@ def validation_by_row(store: dict, seeds) -> dict[str, list[float]]:
 
 
 def chosen_rows(store: dict) -> dict[str, str]:
-    """`{contender: its row with the best validation accuracy on the selection seed}`."""
+    """`{contender: its row with the best validation accuracy on the selection seed}` (a tie goes to
+    the first row in sweep order, as in the edge rule, `accuracy.beyond_edge`)."""
     measured = validation_by_row(store, {SELECT_SEED})
     chosen = {}
     for contender in CONTENDERS:
-        candidates = {row: acc[0] for row, acc in measured.items() if contender_of(row) == contender}
+        candidates = {row: measured[row][0] for row in rows_for(store["protocol"])
+                      if row in measured and contender_of(row) == contender}
         if candidates:
             chosen[contender] = max(candidates, key=candidates.get)
     return chosen
@@ -64,9 +66,10 @@ def selection_table(store: dict) -> list[dict]:
 
 
 def reference_baseline(store: dict, chosen: dict[str, str]) -> str | None:
-    """The baseline contender whose chosen row has the higher mean validation accuracy (all seeds)."""
-    measured = validation_by_row(store, {SELECT_SEED, *confirm_seeds(store["protocol"])})
-    scores = {c: statistics.mean(measured[chosen[c]]) for c in BASELINES if c in chosen}
+    """The baseline contender whose chosen row has the higher validation accuracy on the selection
+    seed: fixed by the select stage, before any confirmation run."""
+    measured = validation_by_row(store, {SELECT_SEED})
+    scores = {c: measured[chosen[c]][0] for c in BASELINES if c in chosen}
     return max(scores, key=scores.get) if scores else None
 
 

@@ -454,6 +454,17 @@ def test_selection_chooses_each_contender_on_validation_never_on_test():
     assert selection.chosen_rows(_selection_store()) == {"ste": "ste-wlr30", "norm": "norm-wlr100", "hbnn": "hbnn-m100-wlr10"}
 
 
+def test_ties_go_to_sweep_order_and_the_reference_is_fixed_by_the_selection_seed():
+    store = _selection_store()
+    # stored after ste-wlr30 but first in sweep order: the tie goes to ste-wlr10, whatever the file's order
+    store["runs"]["ste-wlr10-s0"] = store["runs"].pop("ste-wlr10-s0") | {"val_accuracy": 0.72}
+    assert selection.chosen_rows(store)["ste"] == "ste-wlr10"
+    store = _selection_store()
+    for seed in accuracy.CONFIRM_SEEDS:  # sign-normalized better on the confirmation seeds' validation
+        store["runs"][accuracy.run_id("norm-wlr100", seed)]["val_accuracy"] = 0.99
+    assert {line["reference"] for line in selection.confirmation_table(store)} == {"ste-wlr30"}
+
+
 def test_confirmation_pairs_fresh_seeds_against_the_baseline_best_on_validation():
     lines = {line["contender"]: line for line in selection.confirmation_table(_selection_store())}
     assert lines["ste"]["reference"] == "ste-wlr30"  # sign/STE beats sign-normalized on validation
@@ -481,6 +492,11 @@ def test_the_edge_rule_steps_beyond_a_best_row_at_the_end_of_what_its_contender_
     assert accuracy.beyond_edge({**hbnn, (100, 1): 73.0}) == [(100, 0.3)]
     assert accuracy.beyond_edge({(100, 10): 70.0, (300, 10): 71.0}) == [(1000, 10)]
     assert accuracy.beyond_edge({}) == []
+    assert accuracy.beyond_edge({(None, 10): 0.7, (None, 30): 0.7}) == [(None, 3)]  # a tie: the first in sweep order
+    with pytest.raises(ValueError, match="50 is not a step of LADDER"):
+        accuracy.beyond_edge({(None, 50): 0.6, (None, 10): 0.5})
+    assert accuracy.beyond_edge({(None, 10): 0.5, (None, 50): 0.6, (None, 100): 0.4}) == []  # inside: no ladder needed
+    assert accuracy._row_name("hbnn", 30.0, 10.0) == "hbnn-m30-wlr10" and accuracy._row_name("ste", None, 0.3) == "ste-wlr0.3"
 
 
 def test_rows_beyond_the_grid_follow_from_each_protocols_own_stored_results():
