@@ -20,7 +20,7 @@ from hbnn_larq import hyperbolize
 from hbnn_larq.export import op_names
 from hbnn_larq.quantizers import hyperbolic_quantizers
 from hbnn_larq.training import ConfigError, TrainConfig, callbacks, optimizer, recipes, run
-from hbnn_larq.training.config import default_run_dir, hashed_fields
+from hbnn_larq.training.config import changed_settings, default_run_dir, hashed_fields
 from hbnn_larq.utils import binarized_layers
 
 REPO = Path(__file__).resolve().parents[1]
@@ -578,3 +578,29 @@ def test_a_segment_continues_the_schedule_and_numbering_and_resumes_in_its_run_d
         assert record["lr"] == pytest.approx(float(whole(record["epoch"] * steps - 1)), rel=1e-5), record
     assert second["train_time_s"] == pytest.approx(sum(r["seconds"] for r in second["epochs"]))
     assert not list((tmp_path / "seg1" / "backup").glob("*")) and (tmp_path / "seg1" / "weights.npz").is_file()
+
+
+def test_a_run_dir_holding_other_settings_is_refused_or_restarted_from_scratch(tmp_path, monkeypatch):
+    """Resuming (or reporting) a run directory whose `config.json` names other settings would pair
+    this command with another run's checkpoint or results: refused, naming the settings; with
+    `overwrite`, trained from scratch there. Where the data lives and the segment's epochs may change."""
+    config = _segment(tmp_path, "run")
+    run_dir = tmp_path / "run"
+    (run_dir / "backup").mkdir(parents=True)
+    (run_dir / "config.json").write_text(json.dumps({"config": dataclasses.replace(config, lr=0.1, seed=2).to_dict()}))
+    with pytest.raises(ConfigError, match=r"holds a run with other settings \(lr: 0\.1 -> 0\.05; seed: 2 -> 1\)"):
+        run.train(config)
+    assert changed_settings(dataclasses.replace(config, data_dir="elsewhere", stop_epoch=2), config.to_dict()) == []
+    assert changed_settings(config, {**config.to_dict(), "a_future_field": 1}) == []
+    # resolved values compare: an explicit default is the same run, another recipe is not
+    assert changed_settings(dataclasses.replace(config, latent_lr_multiplier=10.0), config.to_dict()) == []
+    assert "quantizer: 'hbnn' -> 'ste_sign'" in changed_settings(dataclasses.replace(config, quantizer="ste_sign"),
+                                                               config.to_dict())
+
+    class Loaded(Exception):
+        pass
+
+    monkeypatch.setattr(run, "load_dataset", lambda *a, **kw: (_ for _ in ()).throw(Loaded()))
+    with pytest.raises(Loaded):  # --overwrite: past the check, with no checkpoint left to resume
+        run.train(dataclasses.replace(config, overwrite=True))
+    assert not (run_dir / "backup").exists()

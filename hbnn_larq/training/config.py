@@ -201,6 +201,24 @@ def hashed_fields(config: TrainConfig) -> dict:
     return values
 
 
+# Settings a run directory may be resumed with changed: where the data lives, and the segment's epochs.
+RESUMABLE_CHANGES = ("data_dir", "first_epoch", "stop_epoch")
+
+
+def changed_settings(config: TrainConfig, stored: dict) -> list[str]:
+    """How `config` differs from the run whose `config.json` holds `stored` (its `"config"`), one
+    `"name: there -> here"` per setting that changes the run (`hashed_fields`, resolved, except
+    `RESUMABLE_CHANGES`); empty for the same run, or for a file this version cannot read."""
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    try:
+        there = hashed_fields(TrainConfig.from_dict({k: v for k, v in stored.items() if k in known}))
+    except (ConfigError, TypeError, ValueError):
+        return []
+    here = hashed_fields(config)
+    return [f"{name}: {there.get(name)!r} -> {here.get(name)!r}" for name in sorted(there.keys() | here.keys())
+            if name not in RESUMABLE_CHANGES and there.get(name) != here.get(name)]
+
+
 def default_run_dir(config: TrainConfig) -> Path:
     """`runs/<model>-<dataset>-<quantizer>-<hash of hashed_fields(config)>`."""
     digest = hashlib.sha1(json.dumps(hashed_fields(config), sort_keys=True).encode()).hexdigest()[:8]

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -37,7 +38,7 @@ from hbnn_larq.export import convert_keras_model
 from hbnn_larq.precision import policy_scope
 from hbnn_larq.training import recipes
 from hbnn_larq.training.callbacks import run_callbacks
-from hbnn_larq.training.config import ConfigError, TrainConfig, default_run_dir
+from hbnn_larq.training.config import ConfigError, TrainConfig, changed_settings, default_run_dir
 from hbnn_larq.training.data import ImageDataset, load_dataset
 from hbnn_larq.training.lce_check import check_converted
 from hbnn_larq.training.optimizer import (default_epochs, default_warmup_epochs, default_weight_decay,
@@ -129,12 +130,19 @@ def train(config: TrainConfig, *, model_fn=None) -> dict:
     start = time.time()
     run_dir = Path(config.run_dir) if config.run_dir else default_run_dir(config)
     results_path = run_dir / "results.json"
-    if results_path.is_file() and json.loads(results_path.read_text()).get("status") == "complete":
-        if not config.overwrite:
-            _say(config, f"Run {run_dir} is already complete (pass --overwrite to train again).")
-            return json.loads(results_path.read_text())
-        for stale in ("results.json", "epochs.json", "history.csv"):
+    previous = run_dir / "config.json"
+    changed = changed_settings(config, json.loads(previous.read_text())["config"]) if previous.is_file() else []
+    if changed and not config.overwrite:
+        raise ConfigError(f"`run_dir` {run_dir} holds a run with other settings ({'; '.join(changed)}); "
+                          "pass another --run-dir, or --overwrite to train this one there from scratch.")
+    complete = results_path.is_file() and json.loads(results_path.read_text()).get("status") == "complete"
+    if complete and not config.overwrite:
+        _say(config, f"Run {run_dir} is already complete (pass --overwrite to train again).")
+        return json.loads(results_path.read_text())
+    if config.overwrite and (complete or changed):  # from scratch: no resumed checkpoint, no stale curve
+        for stale in ("results.json", "epochs.json", "history.csv", "flips_initial.npz"):
             (run_dir / stale).unlink(missing_ok=True)
+        shutil.rmtree(run_dir / "backup", ignore_errors=True)
     strategy = make_strategy(config.strategy)
     chief = is_chief(strategy)
     tf.keras.utils.set_random_seed(config.seed)
