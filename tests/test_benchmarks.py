@@ -19,6 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "benchmarks")]
 import accuracy  # noqa: E402
 import deploy  # noqa: E402
+import paired_images  # noqa: E402
 import train  # noqa: E402
 import zoo_weights  # noqa: E402
 
@@ -549,3 +550,32 @@ def test_the_select_stage_runs_the_grid_then_the_edge_rows_until_none_is_called_
     grid = [row for row in accuracy.SELECT_ROWS if accuracy.contender_of(row) in ("ste", "hbnn")]
     assert calls == grid + ["ste-wlr1", "ste-wlr0.3"]
     assert len(store["runs"]) == len(calls) - 1
+
+
+def test_paired_images_keeps_the_bits_and_counts_discordant_images():
+    rng = np.random.default_rng(1)
+    bits = rng.random(1001) < 0.7
+    assert np.array_equal(paired_images.unpack(paired_images.pack(bits), 1001), bits)
+    reference = np.zeros((3, 100), bool)
+    reference[:, :70] = True
+    contender = reference.copy()
+    contender[:, 70:75] = True          # 5 images per seed only the contender gets right
+    contender[:, 0] = False             # 1 only the reference gets right
+    result = paired_images.compare(contender, reference, np.random.default_rng(0))
+    assert result["discordant"] == [15, 3] and result["mean"] == pytest.approx(4.0)
+    assert result["per_seed"] == pytest.approx([4.0] * 3)
+    assert result["ci_images"][0] < 4.0 < result["ci_images"][1]
+    assert result["mcnemar_p"] == pytest.approx(0.0047, abs=1e-3)   # z = 12 / sqrt(18)
+    same = paired_images.compare(reference, reference, np.random.default_rng(0))
+    assert same["mean"] == 0 and same["mcnemar_p"] == 1.0 and same["discordant"] == [0, 0]
+
+
+def test_stored_paired_analysis_agrees_with_the_confirmation_table():
+    """The committed per-image bits of quick-val's confirmation runs reproduce the table's paired
+    differences (the reloaded models are the runs the table reports) within a few images."""
+    paired = json.loads((REPO / "benchmarks" / "results" / "paired-quick-val.json").read_text())
+    results = paired_images.analyse("quick-val", paired)
+    assert {r["row"] for r in results} == {"norm-wlr10", "hbnn-m10-wlr10", "bd-m30-wlr10"}
+    for r in results:
+        assert r["mean"] == pytest.approx(r["table"], abs=0.05)
+        assert r["ci_seeds_and_images"][0] <= r["ci_images"][0] <= r["mean"] <= r["ci_images"][1]
