@@ -3,7 +3,7 @@ then confirmed on fresh seeds, against the strongest baseline chosen the same wa
 
 ```bash
 python benchmarks/selection.py --protocol quick-val --stage select      # seed 0: every contender's sweep
-python benchmarks/selection.py --protocol quick-val --stage confirm     # each contender's choice, seeds 10-12
+python benchmarks/selection.py --protocol quick-val --stage confirm     # each contender's choice, seeds 10-12 (+ paired_images.py's bits)
 python benchmarks/selection.py --protocol quick-val --table             # print the two tables only
 python benchmarks/selection.py --protocol quick-val --markdown          # the confirmation table, as in the README
 ```
@@ -196,6 +196,8 @@ def main(argv=None) -> None:
         if args.stage == "select":
             run_select_stage(args.protocol, args.contenders, store)
         else:
+            import paired_images  # (it reads this module's tables)
+
             chosen = chosen_rows(store)
             contenders = [c for c in args.contenders if any(contender_of(r) == c for r in rows_for(args.protocol))]
             missing = [c for c in contenders if c not in chosen]
@@ -203,6 +205,8 @@ def main(argv=None) -> None:
                 parser.error(f"no selection run yet for {', '.join(missing)}: run --stage select first")
             for row, seed in [(chosen[c], seed) for seed in confirm_seeds(args.protocol) for c in contenders]:
                 accuracy.run(args.protocol, row, seed, store)
+                # each run's per-image test bits while its model is on disk (run folders do not outlive a machine)
+                paired_images.record_runs(args.protocol, accuracy.RUNS / args.protocol)
         print(f"done in {(time.time() - started) / 60:.1f} min")
     if store["runs"]:
         with accuracy.stored(args.protocol) as store:
