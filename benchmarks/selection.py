@@ -131,9 +131,12 @@ def markdown_table(store: dict) -> str:
     lines = [f"| {protocol}: {SETTINGS[protocol]} | chosen on validation (seed {SELECT_SEED}) | val % "
              f"| test %, seeds {', '.join(map(str, seeds))} | paired difference vs the reference |",
              "|---|---|---|---|---|"]
-    for line in confirmation_table(store):
+    lines = confirmation_table(store)
+    baselines = sum(line["contender"] in BASELINES for line in lines)
+    role = "reference (the better baseline on validation)" if baselines > 1 else "reference (the baseline)"
+    for line in lines:
         paired = line["vs_reference"]
-        versus = ("reference (the better baseline on validation)" if line["row"] == line["reference"] else
+        versus = (role if line["row"] == line["reference"] else
                   f"{paired[0]:+.2f} ± {paired[1]:.2f} (n = {paired[2]})" if paired else "-")
         lines.append(f"| {LABELS[line['contender']]} | {describe_row(line['row'])} (`{line['row']}`) "
                      f"| {validation[line['row']]:.2f} | {line['test_mean']:.2f} ± {line['test_std']:.2f} "
