@@ -131,10 +131,10 @@ def markdown_table(store: dict) -> str:
     lines = [f"| {protocol}: {SETTINGS[protocol]} | chosen on validation (seed {SELECT_SEED}) | val % "
              f"| test %, seeds {', '.join(map(str, seeds))} | paired difference vs the reference |",
              "|---|---|---|---|---|"]
-    lines = confirmation_table(store)
-    baselines = sum(line["contender"] in BASELINES for line in lines)
+    confirmed = confirmation_table(store)
+    baselines = sum(line["contender"] in BASELINES for line in confirmed)
     role = "reference (the better baseline on validation)" if baselines > 1 else "reference (the baseline)"
-    for line in lines:
+    for line in confirmed:
         paired = line["vs_reference"]
         versus = (role if line["row"] == line["reference"] else
                   f"{paired[0]:+.2f} ± {paired[1]:.2f} (n = {paired[2]})" if paired else "-")
