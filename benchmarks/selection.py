@@ -211,7 +211,7 @@ def main(argv=None) -> None:
                 # each run's per-image test bits while its model is on disk (run folders do not outlive a machine)
                 paired_images.record_runs(args.protocol, accuracy.RUNS / args.protocol)
         print(f"done in {(time.time() - started) / 60:.1f} min")
-    if store["runs"]:
+    if store["runs"] and args.stage and not args.table:  # printing the tables writes nothing
         with accuracy.stored(args.protocol) as store:
             store["selection"] = selection_table(store)
             store["confirmation"] = confirmation_table(store)
