@@ -209,7 +209,10 @@ def main(argv=None) -> None:
             for row, seed in [(chosen[c], seed) for seed in confirm_seeds(args.protocol) for c in contenders]:
                 accuracy.run(args.protocol, row, seed, store)
                 # each run's per-image test bits while its model is on disk (run folders do not outlive a machine)
-                paired_images.record_runs(args.protocol, accuracy.RUNS / args.protocol)
+                try:
+                    paired_images.record_runs(args.protocol, accuracy.RUNS / args.protocol)
+                except SystemExit as error:  # a model that does not reproduce its run: say so, keep the queue going
+                    print(f"paired_images: {error}")
         print(f"done in {(time.time() - started) / 60:.1f} min")
     if store["runs"] and args.stage and not args.table:  # printing the tables writes nothing
         with accuracy.stored(args.protocol) as store:
