@@ -54,13 +54,14 @@ def test_correctness(run_dir: Path, dataset) -> np.ndarray:
     import hbnn_larq  # noqa: F401  (registers the custom objects before loading)
     import tensorflow as tf
 
+    from hbnn_larq.zoo.common import normalize_inputs
+
     model = tf.keras.models.load_model(run_dir / "model.keras")
-    scale = 1.0, 0.0
     if "input_normalization" not in {layer.name for layer in model.layers}:
         # a run from before the models normalised their own inputs (commit 2db2a0c): its pipeline did
-        std = 255.0 * np.asarray(dataset.std, np.float32)
-        scale = 1.0 / std, -255.0 * np.asarray(dataset.mean, np.float32) / std
-    hits = [np.argmax(model(images * scale[0] + scale[1], training=False), axis=-1) == labels.numpy().reshape(-1)
+        inputs = tf.keras.Input(model.input_shape[1:])
+        model = tf.keras.Model(inputs, model(normalize_inputs(inputs, (dataset.mean, dataset.std))))
+    hits = [np.argmax(model(images, training=False), axis=-1) == labels.numpy().reshape(-1)
             for images, labels in dataset.test]
     return np.concatenate(hits)
 
