@@ -207,6 +207,15 @@ _SWEEPS = {
 LADDER = (0.1, 0.3, 1, 3, 10, 30, 100, 300, 1000, 3000)  # the multipliers' half-decade steps
 
 
+def validation_by_row(store: dict, seeds) -> dict[str, list[float]]:
+    """`{row: [validation accuracy, ...]}` of `store`'s runs of `seeds`, in percent."""
+    rows: dict[str, list[float]] = {}
+    for entry in store["runs"].values():
+        if entry["seed"] in seeds and "val_accuracy" in entry:
+            rows.setdefault(entry["row"], []).append(100 * entry["val_accuracy"])
+    return rows
+
+
 def beyond_edge(measured: dict[tuple, float]) -> list[tuple]:
     """The edge rule for one contender: its next `(points, latent)` knobs beyond the edge.
 
@@ -254,8 +263,7 @@ def select_rows(store: dict | None = None, grid: dict | None = None) -> dict:
     `_SWEEPS`) round-robin, then, for a contender whose grid `store` (a protocol's stored runs) has
     measured, the rows `beyond_edge` calls for, round after round, up to the first row not
     measured yet."""
-    validation = {entry["row"]: entry["val_accuracy"] for entry in (store or {"runs": {}})["runs"].values()
-                  if entry["seed"] == SELECT_SEED and "val_accuracy" in entry}
+    validation = {row: accs[0] for row, accs in validation_by_row(store or {"runs": {}}, {SELECT_SEED}).items()}
     sweeps = {contender: list(sweep) for contender, sweep in (grid or _SWEEPS).items()}
     for contender, sweep in sweeps.items():
         while all(_row_name(contender, *knobs) in validation for knobs in sweep):

@@ -33,16 +33,7 @@ import statistics
 import time
 
 import accuracy
-from accuracy import BASELINES, CONFIRM_SEEDS, CONTENDERS, SELECT_SEED, contender_of, rows_for, run_id
-
-
-def validation_by_row(store: dict, seeds) -> dict[str, list[float]]:
-    """`{row: [validation accuracy, ...]}` of the runs of `seeds`, in percent."""
-    rows: dict[str, list[float]] = {}
-    for entry in store["runs"].values():
-        if entry["seed"] in seeds and "val_accuracy" in entry:
-            rows.setdefault(entry["row"], []).append(100 * entry["val_accuracy"])
-    return rows
+from accuracy import BASELINES, CONFIRM_SEEDS, CONTENDERS, SELECT_SEED, contender_of, rows_for, run_id, validation_by_row
 
 
 def chosen_rows(store: dict) -> dict[str, str]:
