@@ -18,6 +18,12 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 RUNS = ROOT / "benchmarks" / "runs"
 
+# The library of this checkout, as `train.py` (run from ROOT) imports it: a benchmark that records
+# a run's per-image bits must not read them with another copy of `hbnn_larq` (an editable install
+# of a different checkout, a worktree).
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
 
 def binary_sign(a):
     """±1 with larq's convention sign(0) = +1, as NumPy (the sign a binarized layer applies)."""

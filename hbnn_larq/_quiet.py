@@ -1,4 +1,4 @@
-"""Silence two messages larq prints about this package's quantizers that are false alarms.
+"""Silence three messages larq and tf-keras print about this package's quantizers that are false alarms.
 
 `silence_false_alarms()` runs on `import hbnn_larq`:
 
@@ -17,6 +17,10 @@
   report ("AutoGraph could not transform ..."). It then runs the function as-is, which is
   correct: the function wraps a variable and has nothing to convert. Marking it
   `do_not_convert` skips the failing attempt and its warning; nothing else changes.
+- Under a mixed precision policy (`mixed_bfloat16`, `mixed_float16`) the same AutoGraph warning
+  names tf-keras' `create_autocast_variable`, which an assignment to a float32 variable wrapped
+  for autocasting calls inside the train step (once per model, sign/STE and HBNN alike). It too
+  wraps a variable and runs correctly as-is; it gets the same `do_not_convert` mark.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import sys
 import tensorflow as tf
 from larq import layers_base
 from larq.quantized_variable import QuantizedVariable
+from tf_keras.src.mixed_precision import autocast_variable
 
 _STARVED = "may result in starved weights"
 # "`kernel_constraint`" in the message names the layer attribute holding the quantizer it is about.
@@ -77,13 +82,21 @@ def _quiet_starved_weights_warnings() -> None:
         logger.addFilter(UnclippedQuantizerFilter())
 
 
-def _skip_autograph_for_quantized_variables() -> None:
+def _not_converted(function):
+    """`function` marked `do_not_convert` (once: a marked function is returned as it is)."""
+    if hasattr(function, "autograph_info__"):  # the mark of `do_not_convert`
+        return function
+    return tf.autograph.experimental.do_not_convert(function)
+
+
+def _skip_autograph_for_variable_wrappers() -> None:
     function = QuantizedVariable.__dict__["from_variable"].__func__
-    if not hasattr(function, "autograph_info__"):  # the mark of `do_not_convert`
-        QuantizedVariable.from_variable = classmethod(tf.autograph.experimental.do_not_convert(function))
+    QuantizedVariable.from_variable = classmethod(_not_converted(function))
+    # `AutoCastVariable.assign*` look the function up in their module at each call
+    autocast_variable.create_autocast_variable = _not_converted(autocast_variable.create_autocast_variable)
 
 
 def silence_false_alarms() -> None:
-    """Install both fixes (idempotent)."""
+    """Install the three fixes (idempotent)."""
     _quiet_starved_weights_warnings()
-    _skip_autograph_for_quantized_variables()
+    _skip_autograph_for_variable_wrappers()

@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 
 import hbnn_larq
+from hbnn_larq.precision import policy_scope
 from tests.helpers import random_data, tiny_model
 
 STARVED = "may result in starved weights"
@@ -47,10 +48,13 @@ def test_filter_is_installed_once():
     assert len(logger.filters) == count
 
 
-def test_traced_training_of_larq_kernels_asks_for_no_autograph_bug_report(caplog):
+@pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16"])
+def test_traced_training_of_larq_kernels_asks_for_no_autograph_bug_report(caplog, policy):
     # Every Keras optimizer's update of a larq kernel calls `QuantizedVariable.from_variable`
-    # inside the traced train step; AutoGraph cannot convert it and used to say so.
-    model = tiny_model("ste_sign", channels=(4,))
+    # inside the traced train step, and under a mixed policy tf-keras' `create_autocast_variable`;
+    # AutoGraph cannot convert either and used to say so.
+    with policy_scope(policy):
+        model = tiny_model("ste_sign", channels=(4,))
     model.compile(tf.keras.optimizers.Adam(), tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     x, y = random_data(8)
     with caplog.at_level(logging.WARNING):
