@@ -3,7 +3,7 @@ then confirmed on fresh seeds, against the strongest baseline chosen the same wa
 
 ```bash
 python benchmarks/selection.py --protocol quick-val --stage select      # seed 0: every contender's sweep
-python benchmarks/selection.py --protocol quick-val --stage confirm     # each contender's choice, seeds 10-12 (+ paired_images.py's bits)
+python benchmarks/selection.py --protocol quick-val --stage confirm     # each contender's choice, seeds 10-12 (+ each run's per-image test bits)
 python benchmarks/selection.py --protocol quick-val --table             # print the two tables only
 python benchmarks/selection.py --protocol quick-val --markdown          # the confirmation table, as in the README
 ```
@@ -33,6 +33,7 @@ import statistics
 import time
 
 import accuracy
+import image_bits
 from accuracy import BASELINES, CONFIRM_SEEDS, CONTENDERS, SELECT_SEED, contender_of, rows_for, run_id, validation_by_row
 
 
@@ -67,6 +68,12 @@ def reference_baseline(store: dict, chosen: dict[str, str]) -> str | None:
 def confirm_seeds(protocol: str) -> tuple:
     """The fresh seeds of `protocol`'s confirmation runs (two for the QuickNet evidence row)."""
     return accuracy.QUICKNET_CONFIRM_SEEDS if protocol == "quicknet-val" else CONFIRM_SEEDS
+
+
+def confirmation_runs(store: dict) -> list[str]:
+    """The run ids of the confirmation stage: each contender's chosen row on each fresh seed."""
+    chosen = chosen_rows(store)
+    return [run_id(row, seed) for row in chosen.values() for seed in confirm_seeds(store["protocol"])]
 
 
 def _test_by_seed(store: dict, row: str) -> dict[int, float]:
@@ -190,8 +197,6 @@ def main(argv=None) -> None:
         if args.stage == "select":
             run_select_stage(args.protocol, args.contenders, store)
         else:
-            import paired_images  # (it reads this module's tables)
-
             chosen = chosen_rows(store)
             contenders = [c for c in args.contenders if any(contender_of(r) == c for r in rows_for(args.protocol))]
             missing = [c for c in contenders if c not in chosen]
@@ -201,9 +206,9 @@ def main(argv=None) -> None:
                 accuracy.run(args.protocol, row, seed, store)
                 # each run's per-image test bits while its model is on disk (run folders do not outlive a machine)
                 try:
-                    paired_images.record_runs(args.protocol, accuracy.RUNS / args.protocol)
+                    image_bits.record(args.protocol, confirmation_runs(store), accuracy.RUNS / args.protocol)
                 except SystemExit as error:  # a model that does not reproduce its run: say so, keep the queue going
-                    print(f"paired_images: {error}")
+                    print(f"image_bits: {error}")
         print(f"done in {(time.time() - started) / 60:.1f} min")
     if store["runs"] and args.stage and not args.table:  # printing the tables writes nothing
         with accuracy.stored(args.protocol) as store:

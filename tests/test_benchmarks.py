@@ -19,6 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "benchmarks")]
 import accuracy  # noqa: E402
 import deploy  # noqa: E402
+import image_bits  # noqa: E402
 import paired_images  # noqa: E402
 import train  # noqa: E402
 import zoo_weights  # noqa: E402
@@ -555,7 +556,7 @@ def test_the_select_stage_runs_the_grid_then_the_edge_rows_until_none_is_called_
 def test_paired_images_keeps_the_bits_and_counts_discordant_images():
     rng = np.random.default_rng(1)
     bits = rng.random(1001) < 0.7
-    assert np.array_equal(paired_images.unpack(paired_images.pack(bits), 1001), bits)
+    assert np.array_equal(image_bits.unpack(image_bits.pack(bits), 1001), bits)
     reference = np.zeros((3, 100), bool)
     reference[:, :70] = True
     contender = reference.copy()
