@@ -285,11 +285,14 @@ SELECT_ROWS = select_rows()  # the grid every `-val` protocol starts from
 # --quantizer ste_sign` keeps it), chosen on validation like the other `-val` protocols (two
 # values of each contender's decisive knob: the latent step; HBNN in the form and at the points'
 # step that won quick-val's selection on validation, ∂D at r = 0.01 with points x30; the edge
-# rule extends either sweep), then confirmed on two fresh seeds.
+# rule extends either sweep), then confirmed on two fresh seeds. `sign-normalized`, the ∂D map with
+# its point held at the origin, came after the first results (∂D ahead by 4 points: the trained
+# point, or the normalised latent kernel without QuickNet's clip?); its grid is ∂D's latent steps
+# x10 and x30 in its own units (its gradient is 1/||w~|| of sign/STE's: x100 and x300).
 PROTOCOLS["quicknet-val"] = ["--model", "quicknet_small", "--dataset", "imagenette", "--image-size", "112",
                              "--epochs", "16", "--batch-size", "128", "--lr", "0.1", "--warmup-epochs", "1",
                              *VALIDATION_FLAGS]
-QUICKNET_GRID = {"ste": [(None, 10), (None, 30)], "bd": [(30, 10), (30, 30)]}
+QUICKNET_GRID = {"ste": [(None, 10), (None, 30)], "bd": [(30, 10), (30, 30)], "norm": [(None, 100), (None, 300)]}
 QUICKNET_CONFIRM_SEEDS = (10, 11)
 
 

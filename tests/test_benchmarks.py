@@ -516,13 +516,14 @@ def test_rows_beyond_the_grid_follow_from_each_protocols_own_stored_results():
     quicknet = {"runs": {"ste-wlr10-s0": {"row": "ste-wlr10", "seed": 0, "val_accuracy": 0.67},
                          "ste-wlr30-s0": {"row": "ste-wlr30", "seed": 0, "val_accuracy": 0.71}}}
     rows = accuracy.select_rows(quicknet, accuracy.QUICKNET_GRID)
-    assert list(rows) == ["ste-wlr10", "bd-m30-wlr10", "ste-wlr30", "bd-m30-wlr30", "ste-wlr100"]
+    assert list(rows) == ["ste-wlr10", "bd-m30-wlr10", "norm-wlr100", "ste-wlr30", "bd-m30-wlr30", "norm-wlr300",
+                          "ste-wlr100"]
     assert rows["bd-m30-wlr30"][1] == ["--quantizer", "hbnn-boundary", "--radius", "0.01", *accuracy.steps(30, 30)]
 
 
 def test_validation_protocols_hold_out_a_split_and_their_rows_name_their_recipe():
     assert not set(accuracy.CONFIRM_SEEDS) & {accuracy.SELECT_SEED}
-    for protocol in ("quick-val", "imagenette-val"):
+    for protocol in ("quick-val", "imagenette-val", "quicknet-val"):
         for row in accuracy.rows_for(protocol):
             config = _config(accuracy.command(protocol, row, seed=0))
             assert config.validation_split == 0.1 and config.precision == "mixed_bfloat16"
