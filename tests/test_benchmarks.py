@@ -572,6 +572,39 @@ def test_paired_images_keeps_the_bits_and_counts_discordant_images():
     assert same["mean"] == 0 and same["mcnemar_p"] == 1.0 and same["discordant"] == [0, 0]
 
 
+def test_image_bits_keeps_each_reproduced_run_once_and_refuses_one_that_is_not(monkeypatch, tmp_path):
+    import types
+
+    import tensorflow as tf
+
+    from tests.helpers import random_data
+
+    x, y = random_data(40)
+    inputs = tf.keras.Input(x.shape[1:])  # a model that normalises its own inputs, as today's zoo models do
+    model = tf.keras.Model(inputs, tiny_model("ste_sign", channels=(4,))(
+        tf.keras.layers.Activation("linear", name="input_normalization")(inputs)))
+    correct = np.argmax(model.predict(x, verbose=0), axis=-1) == y
+    runs = tmp_path / "runs"
+    for key in ("ste-wlr10-s10", "ste-wlr10-s11"):
+        (runs / key).mkdir(parents=True)
+        model.save(runs / key / "model.keras")
+    store = {"runs": {"ste-wlr10-s10": {"final_test_accuracy": float(correct.mean())},
+                      "ste-wlr10-s11": {"final_test_accuracy": float(correct.mean()) + 0.1}}}  # not this model
+    monkeypatch.setattr(accuracy, "load", lambda protocol: store)
+    monkeypatch.setattr(image_bits, "path", lambda protocol: tmp_path / f"paired-{protocol}.json")
+    test_split = types.SimpleNamespace(test=tf.data.Dataset.from_tensor_slices((x, y)).batch(16))
+    monkeypatch.setattr("hbnn_larq.training.data.load_dataset", lambda *args, **kwargs: test_split)
+
+    paired = image_bits.record("quick-val", ["ste-wlr10-s10", "ste-wlr10-s12"], runs)  # s12: no run directory
+    assert list(paired["runs"]) == ["ste-wlr10-s10"]
+    assert np.array_equal(image_bits.unpack(paired["runs"]["ste-wlr10-s10"]["correct"], len(y)), correct)
+    with pytest.raises(SystemExit, match="ste-wlr10-s11: the reloaded model scores"):
+        image_bits.record("quick-val", ["ste-wlr10-s11"], runs)
+    (runs / "ste-wlr10-s10" / "model.keras").unlink()  # stored bits need no model
+    assert list(image_bits.load("quick-val")["runs"]) == ["ste-wlr10-s10"]
+    assert image_bits.record("quick-val", ["ste-wlr10-s10"], runs) == image_bits.load("quick-val")
+
+
 def test_stored_paired_analysis_agrees_with_the_confirmation_table():
     """The committed per-image bits of quick-val's confirmation runs reproduce the table's paired
     differences (the reloaded models are the runs the table reports) within a few images."""
