@@ -32,6 +32,10 @@ def load(protocol: str) -> dict:
     return json.loads(file.read_text()) if file.exists() else {"protocol": protocol, "runs": {}}
 
 
+def save(protocol: str, paired: dict) -> None:
+    path(protocol).write_text(json.dumps(paired, indent=1))
+
+
 def pack(correct: np.ndarray) -> str:
     return base64.b64encode(np.packbits(correct.astype(bool)).tobytes()).decode()
 
@@ -86,5 +90,5 @@ def record(protocol: str, wanted: list[str], runs: Path) -> dict:
         paired["runs"][key] = {"count": int(correct.size), "correct": pack(correct),
                                "accuracy": float(correct.mean()), "stored_test_accuracy": stored}
         print(f"{key}: {100 * correct.mean():.2f} % (the run recorded {100 * stored:.2f} %)")
-        path(protocol).write_text(json.dumps(paired, indent=1))
+        save(protocol, paired)
     return paired

@@ -24,7 +24,6 @@ python benchmarks/paired_images.py --protocol quick-val --table            # fro
 from __future__ import annotations
 
 import argparse
-import json
 import math
 from pathlib import Path
 
@@ -107,7 +106,7 @@ def main(argv=None) -> None:
               f"{r['ci_seeds_and_images'][1]:+5.2f} {r['discordant'][0]:5d}/{r['discordant'][1]:<5d} {r['mcnemar_p']:9.4f}")
     if results:
         paired["analysis"] = results
-        path.write_text(json.dumps(paired, indent=1))
+        image_bits.save(args.protocol, paired)
 
 
 if __name__ == "__main__":
